@@ -1,0 +1,110 @@
+"""The ``cnnexp`` command: thin argument parsing that calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+# TensorFlow's C++ start-up chatter hides our own output; users can still raise it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Flag -> dotted config key. Every flag is also reachable as --set KEY=VALUE.
+TRAIN_FLAGS = {
+    "dataset": "data.dataset",
+    "data_dir": "data.data_dir",
+    "train_subset": "data.train_subset",
+    "val_fraction": "data.val_fraction",
+    "test_fraction": "data.test_fraction",
+    "model_family": "model.family",
+    "blocks": "model.blocks",
+    "filters": "model.filters",
+    "optimizer": "train.optimizer",
+    "learning_rate": "train.learning_rate",
+    "batch_size": "train.batch_size",
+    "epochs": "train.epochs",
+    "label_smoothing": "train.label_smoothing",
+    "patience": "train.early_stopping_patience",
+    "lr_schedule": "train.lr_schedule",
+    "seed": "train.seed",
+    "experiment_name": "experiment_name",
+    "run_name": "run_name",
+}
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file with any of the config sections (data, model, train)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config value by its dotted key, e.g. --set model.dropout=0.3 (repeatable)",
+    )
+    for flag, key in TRAIN_FLAGS.items():
+        p.add_argument("--" + flag.replace("_", "-"), dest=flag, help=f"sets {key}")
+
+
+def _config_from_args(args: argparse.Namespace):
+    from cnnexp.config import ConfigError, build_config, load_yaml
+
+    base = load_yaml(args.config) if args.config else {}
+    overrides: dict[str, str] = {}
+    for flag, key in TRAIN_FLAGS.items():
+        value = getattr(args, flag)
+        if value not in (None, ""):  # MLproject passes "" for "use the default"
+            overrides[key] = value
+    for item in args.set:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. model.blocks=3")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = value.strip()
+    return build_config(base, overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = _config_from_args(args)
+    from cnnexp.train import train
+
+    result = train(cfg)
+    print(f"\nrun {result.run_id} finished ({cfg.data.dataset}, split {result.split.split_hash})")
+    for name, value in sorted(result.metrics.items()):
+        print(f"  {name:20s} {value:.4f}")
+    print("compare runs: mlflow ui   (then open http://127.0.0.1:5000)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cnnexp", description="Tracked CNN image-classification experiments.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train one model as a tracked MLflow run")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from cnnexp.config import ConfigError
+    from cnnexp.datasets import DataError
+
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"cnnexp: configuration error: {e}", file=sys.stderr)
+        return 2
+    except DataError as e:
+        print(f"cnnexp: data error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("cnnexp: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""One CNN builder, driven by :class:`~cnnexp.config.ModelConfig`: plain conv/pool stacks and a
+small residual family. Pure: the same config, shape and class count give the same architecture."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from cnnexp.config import ConfigError, ModelConfig
+
+# Keras' default 0.99 needs hundreds of steps before inference statistics settle; short runs
+# and small datasets (digits: 10 steps an epoch) need them settled within an epoch or two.
+BN_MOMENTUM = 0.9
+
+
+def _conv(cfg: ModelConfig, filters: int, name: str, kernel_size: int | None = None) -> layers.Layer:
+    size = kernel_size or cfg.kernel_size
+    if cfg.conv_type == "separable":
+        return layers.SeparableConv2D(filters, size, padding="same", use_bias=not cfg.batch_norm, name=name)
+    return layers.Conv2D(filters, size, padding="same", use_bias=not cfg.batch_norm, name=name)
+
+
+def _conv_bn_relu(x, cfg: ModelConfig, filters: int, name: str, activate: bool = True):
+    x = _conv(cfg, filters, name)(x)
+    if cfg.batch_norm:
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+    return layers.Activation("relu", name=f"{name}_relu")(x) if activate else x
+
+
+def _plain_block(x, cfg: ModelConfig, filters: int, name: str):
+    for j in range(cfg.convs_per_block):
+        x = _conv_bn_relu(x, cfg, filters, f"{name}_conv{j + 1}")
+    return x
+
+
+def _residual_block(x, cfg: ModelConfig, filters: int, name: str):
+    shortcut = x
+    for j in range(cfg.convs_per_block):
+        last = j == cfg.convs_per_block - 1
+        x = _conv_bn_relu(x, cfg, filters, f"{name}_conv{j + 1}", activate=not last)
+    if shortcut.shape[-1] != filters:
+        # 1x1 projection so the shortcut matches the block's channel count.
+        shortcut = layers.Conv2D(filters, 1, use_bias=not cfg.batch_norm, name=f"{name}_proj")(shortcut)
+        if cfg.batch_norm:
+            shortcut = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_proj_bn")(shortcut)
+    x = layers.Add(name=f"{name}_add")([x, shortcut])
+    return layers.Activation("relu", name=f"{name}_out")(x)
+
+
+def check_spatial(cfg: ModelConfig, input_shape: tuple[int, int, int]) -> None:
+    """Each block halves height and width; refuse a config that pools below 1x1."""
+    h, w = input_shape[0], input_shape[1]
+    sizes = [f"{h}x{w}"]
+    for _ in range(cfg.blocks):
+        h, w = h // 2, w // 2
+        sizes.append(f"{h}x{w}")
+    if h < 1 or w < 1:
+        max_blocks = 0
+        a, b = input_shape[0], input_shape[1]
+        while a // 2 >= 1 and b // 2 >= 1:
+            a, b, max_blocks = a // 2, b // 2, max_blocks + 1
+        raise ConfigError(
+            f"model.blocks={cfg.blocks} pools the {input_shape[0]}x{input_shape[1]} input below 1x1 "
+            f"({' -> '.join(sizes)}); use at most {max_blocks} blocks for this input"
+        )
+
+
+def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+    """Raw 0-255 pixels in, class probabilities out; scaling to [0, 1] is the first layer."""
+    check_spatial(cfg, input_shape)
+    block = _residual_block if cfg.family == "residual" else _plain_block
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = layers.Rescaling(1.0 / 255, name="scale")(inputs)
+    if cfg.family == "residual":
+        x = _conv_bn_relu(x, cfg, cfg.filters, "stem")
+    for i in range(cfg.blocks):
+        x = block(x, cfg, cfg.filters * 2**i, f"block{i + 1}")
+        x = layers.MaxPooling2D(2, name=f"block{i + 1}_pool")(x)
+        if cfg.dropout:
+            x = layers.Dropout(cfg.dropout, name=f"block{i + 1}_drop")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x) if cfg.pooling == "avg" else layers.Flatten(name="flatten")(x)
+    if cfg.head_units:
+        x = layers.Dense(cfg.head_units, use_bias=not cfg.batch_norm, name="head")(x)
+        if cfg.batch_norm:
+            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="head_bn")(x)
+        x = layers.Activation("relu", name="head_relu")(x)
+        if cfg.head_dropout:
+            x = layers.Dropout(cfg.head_dropout, name="head_drop")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=f"cnnexp_{cfg.family}")

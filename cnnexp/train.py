@@ -1,0 +1,198 @@
+"""Tracked training: one config in, one MLflow run out (metrics, artifacts, model).
+
+The run's life reads top to bottom in :func:`train`: seed, load and split the data, build and
+compile the model, fit under MLflow autologging, evaluate on the test set, log our own artifacts.
+Tuning reuses the same function for its trials (nested runs, no test set, no model).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import keras
+import mlflow
+import tensorflow as tf
+
+import cnnexp
+from cnnexp import plots
+from cnnexp.config import ExperimentConfig, TrainConfig
+from cnnexp.datasets import load_dataset
+from cnnexp.evaluate import evaluate
+from cnnexp.image_model import log_image_model
+from cnnexp.models import build_model
+from cnnexp.pipeline import build_augmenter, make_dataset
+from cnnexp.split import Split, split_dataset
+from cnnexp.tracking import git_commit, tracked_run, use_experiment
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: the run (or trial) fails with this reason."""
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    model: keras.Model
+    history: dict[str, list[float]]
+    split: Split
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class _RaiseOnNaN(keras.callbacks.Callback):
+    """Keras' TerminateOnNaN stops quietly; a diverged run must fail loudly, with the epoch."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise TrainingDiverged(f"loss became {loss} at epoch {epoch + 1}; lower train.learning_rate")
+
+
+def set_seeds(cfg: TrainConfig) -> None:
+    keras.utils.set_random_seed(cfg.seed)  # python, numpy and backend generators
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    lr: float | keras.optimizers.schedules.LearningRateSchedule = cfg.learning_rate
+    if cfg.lr_schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=cfg.epochs * steps_per_epoch)
+    if cfg.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=True)
+    return keras.optimizers.Adam(lr)
+
+
+def compile_model(model: keras.Model, cfg: TrainConfig, steps_per_epoch: int) -> None:
+    model.compile(
+        optimizer=make_optimizer(cfg, steps_per_epoch),
+        # Sparse labels stay ints; label smoothing needs one-hot, so it is applied on the fly.
+        loss=_loss(cfg.label_smoothing),
+        metrics=["accuracy"],
+    )
+
+
+def _loss(label_smoothing: float) -> keras.losses.Loss:
+    if not label_smoothing:
+        return keras.losses.SparseCategoricalCrossentropy()
+    return _SmoothedSparseCrossentropy(label_smoothing)
+
+
+@keras.saving.register_keras_serializable(package="cnnexp")
+class _SmoothedSparseCrossentropy(keras.losses.Loss):
+    def __init__(self, label_smoothing: float = 0.0, name: str = "smoothed_sparse_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+        self._inner = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+
+    def call(self, y_true, y_pred):
+        depth = keras.ops.shape(y_pred)[-1]
+        one_hot = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"), depth)
+        return keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=self.label_smoothing)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def make_callbacks(cfg: TrainConfig) -> list[keras.callbacks.Callback]:
+    callbacks: list[keras.callbacks.Callback] = [_RaiseOnNaN()]
+    if cfg.early_stopping_patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=cfg.early_stopping_patience, restore_best_weights=True
+            )
+        )
+    if cfg.lr_schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1))
+    return callbacks
+
+
+def run_tags(cfg: ExperimentConfig, split: Split) -> dict[str, str]:
+    return {
+        "cnnexp.dataset": cfg.data.dataset,
+        "cnnexp.seed": str(cfg.train.seed),
+        "cnnexp.split_hash": split.split_hash,
+        "cnnexp.data_hash": split.data_hash,
+        "cnnexp.git_commit": git_commit(),
+        "cnnexp.version": cnnexp.__version__,
+    }
+
+
+def fit(
+    cfg: ExperimentConfig, split: Split, extra_callbacks: Sequence[keras.callbacks.Callback] = ()
+) -> tuple[keras.Model, dict[str, list[float]]]:
+    """Build, compile and fit one model on the split's train part, validating on its val part."""
+    t = cfg.train
+    model = build_model(cfg.model, split.x_train.shape[1:], len(split.class_names))
+    steps = math.ceil(len(split.y_train) / t.batch_size)
+    compile_model(model, t, steps)
+    augmenter = build_augmenter(cfg.data.augment, t.seed)
+    train_ds = make_dataset(split.x_train, split.y_train, t.batch_size, training=True, augmenter=augmenter, seed=t.seed)
+    val_ds = make_dataset(split.x_val, split.y_val, max(t.batch_size, 256))
+    with warnings.catch_warnings():
+        # Keras warns that fit's default shuffle=True is ignored for a tf.data input; ours is shuffled.
+        warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+        history = model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=t.epochs,
+            callbacks=make_callbacks(t) + list(extra_callbacks),
+            verbose=1 if sys.stdout.isatty() else 2,  # a bar in a terminal, one line per epoch in logs
+        )
+    return model, {k: [float(v) for v in vals] for k, vals in history.history.items()}
+
+
+def train(
+    cfg: ExperimentConfig,
+    *,
+    parent_run_id: str | None = None,
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+    evaluate_test: bool = True,
+    log_model: bool = True,
+    tags: dict[str, str] | None = None,
+) -> TrainResult:
+    """Train one model from ``cfg`` inside one MLflow run; returns the run id, model and metrics."""
+    set_seeds(cfg.train)
+    if parent_run_id is None:
+        use_experiment(cfg.experiment_name)
+    # One fit per run: autolog refuses a second fit with changed params in the same run.
+    mlflow.keras.autolog(log_models=False, log_datasets=False, silent=True)
+    with tracked_run(cfg.run_name, parent_run_id=parent_run_id, tags=tags) as run:
+        mlflow.log_dict(cfg.to_dict(), "config.yaml")
+        mlflow.log_params(cfg.flat())
+        split = split_dataset(load_dataset(cfg.data), cfg.data, cfg.train.seed)
+        mlflow.set_tags(run_tags(cfg, split))
+        mlflow.log_params({f"split.{k}_size": v for k, v in split.sizes().items()})
+        log.info("split sizes %s, hash %s", split.sizes(), split.split_hash)
+
+        model, history = fit(cfg, split, extra_callbacks)
+        metrics = {"best_val_loss": min(history["val_loss"]), "best_val_accuracy": max(history["val_accuracy"])}
+        mlflow.log_metrics(metrics)
+        _log_figure(plots.training_curves(history), "plots/training_curves.png")
+
+        if evaluate_test:
+            result = evaluate(model, split.x_test, split.y_test, split.class_names)
+            metrics.update(result.metrics)
+            mlflow.log_metrics(result.metrics)
+            mlflow.log_text(result.per_class.to_csv(index=False), "evaluation/per_class_report.csv")
+            _log_figure(plots.confusion_figure(result.confusion, split.class_names), "plots/confusion_matrix.png")
+            _log_figure(
+                plots.confusion_figure(result.confusion, split.class_names, normalize=True),
+                "plots/confusion_matrix_normalized.png",
+            )
+        if log_model:
+            log_image_model(model, split.class_names, split.x_test[:2])
+        return TrainResult(run.info.run_id, model, history, split, metrics)
+
+
+def _log_figure(fig, path: str) -> None:
+    mlflow.log_figure(fig, path)
+    plots.close(fig)

@@ -1,0 +1,92 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from cnnexp.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tiny_yaml(path: Path, overrides: dict) -> Path:
+    doc: dict = {}
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = doc
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_train_command(tracking, tiny_overrides, tmp_path, capsys):
+    config = _tiny_yaml(tmp_path / "tiny.yaml", tiny_overrides)
+    code = main(["train", "--config", str(config), "--epochs", "1", "--set", "model.dropout=0.1", "--seed", "7"])
+    out = capsys.readouterr().out
+    assert code == 0
+    run = mlflow.search_runs(experiment_names=["tests"], output_format="list")[0]
+    assert run.info.run_id in out and "test_accuracy" in out
+    assert run.data.params["train.epochs"] == "1" and run.data.params["model.dropout"] == "0.1"
+    assert run.data.tags["cnnexp.seed"] == "7"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--learning-rate", "-1"], "train.learning_rate=-1.0 must be positive"),
+        (["--dataset", "imagenet"], "data.dataset='imagenet' is unknown"),
+        (["--set", "model.nope=1"], "unknown key 'model.nope'"),
+        (["--set", "model.blocks"], "expected KEY=VALUE"),
+        (["--val-fraction", "0.6", "--test-fraction", "0.5"], "must be below 1"),
+    ],
+)
+def test_bad_values_fail_fast(tracking, argv, message, capsys):
+    assert main(["train", *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
+
+
+def test_module_entry_point_help():
+    out = subprocess.run(
+        [sys.executable, "-m", "cnnexp", "train", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "--learning-rate" in out.stdout and "--set KEY=VALUE" in out.stdout
+
+
+def test_mlflow_run_main_entry_point(tracking, tmp_path, tiny_overrides):
+    """`mlflow run . --env-manager local` through the MLproject's main entry point."""
+    config = _tiny_yaml(tmp_path / "tiny.yaml", {k: v for k, v in tiny_overrides.items() if k != "experiment_name"})
+    # The entry point runs `python` from PATH, as in a user's activated environment.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "PATH": path}
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "run",
+        str(ROOT),
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        "proj",
+        "-P",
+        "dataset=digits",
+        "-P",
+        "epochs=1",
+        "-P",
+        f"config={config}",
+    ]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = mlflow.search_runs(experiment_names=["proj"], output_format="list")
+    assert len(runs) == 1  # autolog and our metrics land in the run `mlflow run` created
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.epochs"] == "1"
+    assert 0 <= run.data.metrics["test_accuracy"] <= 1
+    assert run.data.tags["mlflow.project.entryPoint"] == "main"

@@ -1,0 +1,47 @@
+import keras
+import numpy as np
+import pytest
+
+from cnnexp.config import ConfigError, build_config
+from cnnexp.models import build_model
+
+
+def _model_cfg(**overrides):
+    return build_config(overrides={f"model.{k}": v for k, v in overrides.items()}).model
+
+
+@pytest.mark.parametrize("family", ["plain", "residual"])
+@pytest.mark.parametrize("shape, classes", [((8, 8, 1), 10), ((32, 32, 3), 4)])
+def test_families_adapt_to_shape_and_classes(family, shape, classes):
+    model = build_model(_model_cfg(family=family, filters=4, head_units=8), shape, classes)
+    out = model(np.full((3, *shape), 255.0, dtype=np.float32))
+    assert out.shape == (3, classes)
+    np.testing.assert_allclose(np.asarray(out).sum(axis=1), 1.0, rtol=1e-5)
+    assert model.layers[1].name == "scale"  # raw 0-255 pixels in, scaling inside the model
+
+
+def test_residual_blocks_have_shortcuts():
+    model = build_model(_model_cfg(family="residual", filters=4, blocks=2), (16, 16, 1), 3)
+    names = [layer.name for layer in model.layers]
+    assert "block1_add" in names and "block2_add" in names and "block2_proj" in names
+
+
+def test_config_drives_architecture():
+    small = build_model(_model_cfg(filters=4, blocks=1, batch_norm=False, head_units=0), (8, 8, 1), 10)
+    big = build_model(_model_cfg(filters=16, blocks=2), (8, 8, 1), 10)
+    assert small.count_params() < big.count_params()
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in small.layers)
+    sep = build_model(_model_cfg(conv_type="separable", filters=8), (8, 8, 1), 10)
+    assert any(isinstance(layer, keras.layers.SeparableConv2D) for layer in sep.layers)
+
+
+def test_build_is_pure():
+    cfg = _model_cfg(filters=4)
+    a, b = build_model(cfg, (8, 8, 1), 10), build_model(cfg, (8, 8, 1), 10)
+    assert [layer.name for layer in a.layers] == [layer.name for layer in b.layers]
+    assert a.count_params() == b.count_params()
+
+
+def test_pooling_below_one_pixel_is_refused():
+    with pytest.raises(ConfigError, match=r"model.blocks=4 pools the 8x8 input below 1x1.*at most 3 blocks"):
+        build_model(_model_cfg(blocks=4), (8, 8, 1), 10)

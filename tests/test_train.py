@@ -1,0 +1,132 @@
+import json
+
+import keras
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from cnnexp.config import build_config
+from cnnexp.image_model import encode_image
+from cnnexp.tracking import FAILURE_TAG
+from cnnexp.train import TrainingDiverged, train
+
+
+def _artifacts(client, run_id, path=""):
+    out = []
+    for item in client.list_artifacts(run_id, path):
+        out += _artifacts(client, run_id, item.path) if item.is_dir else [item.path]
+    return out
+
+
+def test_tracked_training_run(tracking, tiny_config):
+    result = train(tiny_config)
+    client = mlflow.MlflowClient()
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+
+    # per-epoch metrics from autolog, our test metrics, resolved config params and tags
+    history = client.get_metric_history(result.run_id, "val_loss")
+    assert [m.step for m in history] == [0, 1]
+    assert 0.5 < run.data.metrics["test_accuracy"] <= 1.0
+    assert 0.0 < run.data.metrics["test_macro_f1"] <= 1.0 and run.data.metrics["test_loss"] > 0
+    assert run.data.params["model.filters"] == "8" and run.data.params["data.augment.shift"] == "0.0"
+    assert run.data.params["split.test_size"] == "360"
+    tags = run.data.tags
+    assert tags["cnnexp.dataset"] == "digits" and tags["cnnexp.seed"] == "42"
+    assert tags["cnnexp.split_hash"] == result.split.split_hash and len(tags["cnnexp.data_hash"]) == 64
+    assert "cnnexp.git_commit" in tags
+
+    files = _artifacts(client, result.run_id)
+    for expected in (
+        "config.yaml",
+        "plots/training_curves.png",
+        "plots/confusion_matrix.png",
+        "plots/confusion_matrix_normalized.png",
+        "evaluation/per_class_report.csv",
+    ):
+        assert expected in files
+    local = mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="evaluation/per_class_report.csv")
+    report = pd.read_csv(local)
+    assert list(report["class"].astype(str)) == [str(i) for i in range(10)]
+    assert report["support"].sum() == 360
+    config = yaml.safe_load(
+        open(mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="config.yaml"))
+    )
+    assert config["train"]["epochs"] == 2 and config["data"]["augment"]["horizontal_flip"] is False
+
+
+def test_logged_model_loads_and_takes_images(tracking, tiny_config):
+    result = train(tiny_config)
+    model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
+    assert model.metadata.signature is not None
+    x = result.split.x_test[:5]
+    frame = pd.DataFrame({"image": [encode_image(img) for img in x]})
+    out = model.predict(frame)
+    assert list(out.columns) == ["label", "class_index", "probabilities"]
+    expected = result.model.predict(x.astype(np.float32), verbose=0).argmax(axis=1)
+    assert out["class_index"].tolist() == expected.tolist()
+    assert out["label"].tolist() == [str(i) for i in expected]
+    assert np.allclose([sum(p) for p in out["probabilities"]], 1.0, atol=1e-4)
+
+
+def test_same_seed_same_result(tracking, tiny_config):
+    a, b = train(tiny_config), train(tiny_config)
+    assert a.split.split_hash == b.split.split_hash
+    assert a.metrics["test_accuracy"] == b.metrics["test_accuracy"]
+    assert a.metrics["test_loss"] == pytest.approx(b.metrics["test_loss"], abs=1e-6)
+
+
+def test_options_train(tracking, tiny_overrides):
+    cfg = build_config(
+        overrides={
+            **tiny_overrides,
+            "model.family": "residual",
+            "train.optimizer": "adamw",
+            "train.lr_schedule": "cosine",
+            "train.label_smoothing": 0.1,
+            "data.train_subset": 300,
+            "data.augment.shift": 0.1,
+        }
+    )
+    result = train(cfg)
+    assert result.split.sizes()["train"] == 300
+    assert 0.0 <= result.metrics["test_accuracy"] <= 1.0
+
+
+def test_failure_ends_failed_with_reason(tracking, tiny_overrides):
+    cfg = build_config(
+        overrides={
+            **tiny_overrides,
+            "train.optimizer": "sgd",
+            "train.learning_rate": 1e12,
+            "model.batch_norm": False,
+            "model.dropout": 0,
+            "model.head_dropout": 0,
+        }
+    )
+    with pytest.raises(TrainingDiverged):
+        train(cfg)
+    run = mlflow.search_runs(experiment_names=["tests"], output_format="list")[0]
+    assert run.info.status == "FAILED"
+    assert "TrainingDiverged: loss became" in run.data.tags[FAILURE_TAG]
+
+
+def test_ctrl_c_ends_killed(tracking, tiny_config):
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config, extra_callbacks=[Interrupt()])
+    run = mlflow.search_runs(experiment_names=["tests"], output_format="list")[0]
+    assert run.info.status == "KILLED"
+    assert not mlflow.active_run()
+
+
+def test_config_logged_verbatim(tracking, tiny_config):
+    result = train(tiny_config, evaluate_test=False, log_model=False)
+    local = mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="config.yaml")
+    assert yaml.safe_load(open(local)) == json.loads(json.dumps(tiny_config.to_dict()))
+    assert "test_accuracy" not in result.metrics
