@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,17 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         )
 
 
+# What the logged model imports (its code travels with it under code/). Listed explicitly: MLflow's
+# inference would add `cnnexp` itself, which no package index has, so the Docker image MLflow
+# generates (and `--env-manager virtualenv`) could not install it.
+_SERVING_PACKAGES = ("tensorflow", "keras", "pillow", "numpy", "pandas", "pyyaml")
+
+
+def serving_requirements() -> list[str]:
+    """Pinned to this environment's versions, as MLflow's own inference would."""
+    return [f"mlflow=={mlflow.__version__}"] + [f"{dist}=={version(dist)}" for dist in _SERVING_PACKAGES]
+
+
 def log_image_model(model: keras.Model, class_names: tuple[str, ...], example_images: np.ndarray) -> None:
     """Log ``model`` under the active run as the ``model`` artifact, with signature and input example."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,4 +99,5 @@ def log_image_model(model: keras.Model, class_names: tuple[str, ...], example_im
             signature=signature,
             input_example=example,
             code_paths=[str(Path(__file__).resolve().parent)],
+            pip_requirements=serving_requirements(),
         )

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -171,3 +175,21 @@ def test_racing_promotions_leave_champion_on_one_valid_version(store, runs):
     assert champion.status == "READY" and champion.run_id in (runs["mid"], runs["strong"])
     assert champion.tags["cnnexp.decision"] == "promoted"
     assert len(client.search_model_versions(f"name = '{name}'")) == 3
+
+
+def test_mlflow_run_promote_entry_point(store, runs, tmp_path):
+    """`mlflow run . -e promote`: the decision is logged in the run `mlflow run` created."""
+    root = Path(__file__).resolve().parents[1]
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "MLFLOW_TRACKING_URI": runs["uri"], "PATH": path}
+    cmd = [
+        sys.executable, "-m", "mlflow", "run", str(root), "-e", "promote", "--env-manager", "local",
+        "--experiment-name", "mlproject-promotions", "-P", "model_name=mlp", "-P", f"run_id={runs['mid']}",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "mlp version 1" in proc.stdout and "FIRST" in proc.stdout
+    (run,) = mlflow.search_runs(experiment_names=["mlproject-promotions"], output_format="list")
+    assert run.info.status == "FINISHED" and run.data.tags["mlflow.project.entryPoint"] == "promote"
+    assert run.data.tags["cnnexp.decision"] == "first" and run.data.params["source_run"] == runs["mid"]
+    assert store.get_model_version_by_alias("mlp", CHAMPION).run_id == runs["mid"]
