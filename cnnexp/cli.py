@@ -98,9 +98,16 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_app(args: argparse.Namespace) -> int:
-    from cnnexp.webapp import serve
+    from cnnexp.webapp import AppError, serve
 
-    serve(args.model, host=args.host, port=args.port, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+    if args.max_upload_mb <= 0:
+        print("cnnexp: --max-upload-mb must be positive", file=sys.stderr)
+        return 2
+    try:
+        serve(args.model, host=args.host, port=args.port, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+    except AppError as e:
+        print(f"cnnexp: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

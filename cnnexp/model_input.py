@@ -67,7 +67,9 @@ def decode_image(value: Any, row: int) -> Image.Image:
         except (binascii.Error, ValueError):
             raise bad_input(f"row {row}: '{IMAGE_COLUMN}' is not valid base64 text of a PNG or JPEG file") from None
     else:
-        raise bad_input(f"row {row}: '{IMAGE_COLUMN}' must be base64 text, got {type(value).__name__}")
+        # An array here means a batched request format (`inputs`/`instances`) put all rows in one cell.
+        hint = "; send one image per row with dataframe_split or dataframe_records" if hasattr(value, "shape") else ""
+        raise bad_input(f"row {row}: '{IMAGE_COLUMN}' must be base64 text, got {type(value).__name__}{hint}")
     if not raw:
         raise bad_input(f"row {row}: '{IMAGE_COLUMN}' is empty")
     try:

@@ -28,6 +28,10 @@ DEFAULT_MAX_UPLOAD = 5 * 1024 * 1024
 TOP_K = 5
 
 
+class AppError(RuntimeError):
+    """The app cannot start; the message says why."""
+
+
 def _page(max_upload_bytes: int) -> str:
     html = resources.files("cnnexp").joinpath("static/index.html").read_text(encoding="utf-8")
     return html.replace("{{MAX_UPLOAD_BYTES}}", str(max_upload_bytes))
@@ -57,8 +61,14 @@ def top_classes(probabilities: list[float], class_names: list[str], k: int = TOP
 
 def create_app(model_uri: str, max_upload_bytes: int = DEFAULT_MAX_UPLOAD) -> FastAPI:
     """Load the model once (a bad URI fails here, before serving) and build the app around it."""
-    model = mlflow.pyfunc.load_model(model_uri)
-    class_names = list(model.unwrap_python_model().class_names)
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except MlflowException as e:
+        raise AppError(f"cannot load model {model_uri!r}: {e.message}") from None
+    try:
+        class_names = list(model.unwrap_python_model().class_names)
+    except (MlflowException, AttributeError):
+        raise AppError(f"{model_uri!r} is not a cnnexp image classifier (logged by `cnnexp train`)") from None
     page = _page(max_upload_bytes)
     app = FastAPI(title="cnnexp image classifier", docs_url=None, redoc_url=None, openapi_url=None)
 

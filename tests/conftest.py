@@ -67,7 +67,8 @@ def champion_store(tmp_path_factory) -> dict:
         mp.chdir(root)  # artifacts land in root/mlruns
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-            mp.delenv(name, raising=False)
+            mp.setenv(name, "")  # recorded, so that leaving the context removes what MLflow sets
+            mp.delenv(name)
         mlflow.set_tracking_uri(uri)
         try:
             result = train(build_config(overrides={**TINY, "train.epochs": 3}))

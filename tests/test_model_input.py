@@ -55,6 +55,7 @@ def test_record_requests_with_missing_keys_pass_the_signature():
         (pd.DataFrame({"pixels": [np.zeros((2, 2, 2)).tolist()]}), "has shape (2, 2, 2)"),
         (pd.DataFrame({"pixels": [np.zeros((5000, 1)).tolist()]}), "sides must be 1-4096"),
         (pd.DataFrame({"pixels": [[[1, 2]], [[True]]]}), "row 1: 'pixels' must hold only numbers"),
+        (pd.DataFrame({"image": [np.array(["aGk=", "aGk="])]}), "one image per row with dataframe_split"),
         ("not a table", "expected a table"),
     ],
 )

@@ -28,7 +28,8 @@ def runs(tmp_path_factory) -> dict[str, str]:
         mp.chdir(root)
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-            mp.delenv(name, raising=False)
+            mp.setenv(name, "")  # recorded, so that leaving the context removes what MLflow sets
+            mp.delenv(name)
         mlflow.set_tracking_uri(uri)
         try:
             variants = {
@@ -50,6 +51,10 @@ def runs(tmp_path_factory) -> dict[str, str]:
 def store(runs, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", runs["uri"])
+    # MLflow's set_experiment writes these to os.environ; restore them afterwards.
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     mlflow.set_tracking_uri(runs["uri"])
     yield mlflow.MlflowClient()
     while mlflow.active_run():
@@ -181,7 +186,8 @@ def test_mlflow_run_promote_entry_point(store, runs, tmp_path):
     """`mlflow run . -e promote`: the decision is logged in the run `mlflow run` created."""
     root = Path(__file__).resolve().parents[1]
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = {**os.environ, "MLFLOW_TRACKING_URI": runs["uri"], "PATH": path}
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID")}
+    env.update({"MLFLOW_TRACKING_URI": runs["uri"], "PATH": path})
     cmd = [
         sys.executable, "-m", "mlflow", "run", str(root), "-e", "promote", "--env-manager", "local",
         "--experiment-name", "mlproject-promotions", "-P", "model_name=mlp", "-P", f"run_id={runs['mid']}",

@@ -159,3 +159,8 @@ def test_generate_dockerfile_for_the_champion(champion_store, tmp_path):
     # The model itself is copied into the build context, with its signature.
     mlmodels = list(out.rglob("MLmodel"))
     assert mlmodels and "signature" in mlmodels[0].read_text()
+    # Every requirement is installable from a package index: cnnexp's own code travels with the model.
+    requirements = (mlmodels[0].parent / "requirements.txt").read_text().split()
+    names = {r.split("==")[0] for r in requirements}
+    assert {"mlflow", "tensorflow", "keras", "pillow"} <= names and "cnnexp" not in names
+    assert (mlmodels[0].parent / "code" / "cnnexp" / "model_input.py").is_file()

@@ -148,3 +148,11 @@ def test_page_shows_a_clear_error_for_a_bad_file(app_url, browser, tmp_path):
     message = _visible_text(browser, "error")
     assert message.startswith("notes.png:") and "not a PNG or JPEG image" in message
     assert not browser.find_element(By.ID, "result").is_displayed()
+
+
+def test_app_refuses_a_model_it_cannot_load(tracking, capsys):
+    from cnnexp.cli import main
+
+    assert main(["app", "--model", "models:/no-such-model@champion"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot load model 'models:/no-such-model@champion'" in err and "Traceback" not in err
