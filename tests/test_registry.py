@@ -182,6 +182,7 @@ def test_racing_promotions_leave_champion_on_one_valid_version(store, runs):
     assert len(client.search_model_versions(f"name = '{name}'")) == 3
 
 
+@pytest.mark.slow  # a second Python with TensorFlow under `mlflow run` (about a minute on 2 busy cores)
 def test_mlflow_run_promote_entry_point(store, runs, tmp_path):
     """`mlflow run . -e promote`: the decision is logged in the run `mlflow run` created."""
     root = Path(__file__).resolve().parents[1]
