@@ -8,10 +8,10 @@ Scaling to [0, 1] already lives inside the Keras model.
 from __future__ import annotations
 
 import base64
-import binascii
 import io
 import json
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +19,11 @@ import keras
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-from PIL import Image, UnidentifiedImageError
+from mlflow.models import ModelSignature, infer_signature
+from PIL import Image
 
 from cnnexp.folder_dataset import to_array
-
-IMAGE_COLUMN = "image"
-
-
-def _bad_input(message: str) -> MlflowException:
-    # INVALID_PARAMETER_VALUE makes MLflow's scoring server answer 400 with this message.
-    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+from cnnexp.model_input import IMAGE_COLUMN, PIXELS_COLUMN, input_schema, request_images
 
 
 def encode_image(image: np.ndarray | Image.Image, fmt: str = "PNG") -> str:
@@ -44,28 +36,8 @@ def encode_image(image: np.ndarray | Image.Image, fmt: str = "PNG") -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def decode_image(value: Any, row: int) -> Image.Image:
-    if isinstance(value, (bytes, bytearray)):
-        raw = bytes(value)
-    elif isinstance(value, str):
-        try:
-            raw = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise _bad_input(f"row {row}: '{IMAGE_COLUMN}' is not valid base64 text of a PNG or JPEG file") from None
-    else:
-        raise _bad_input(f"row {row}: '{IMAGE_COLUMN}' must be base64 text, got {type(value).__name__}")
-    if not raw:
-        raise _bad_input(f"row {row}: '{IMAGE_COLUMN}' is empty")
-    try:
-        with Image.open(io.BytesIO(raw)) as img:
-            img.load()
-            return img.copy()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise _bad_input(f"row {row}: '{IMAGE_COLUMN}' is not a readable PNG or JPEG image ({e})") from None
-
-
 class ImageClassifier(mlflow.pyfunc.PythonModel):
-    """pyfunc: DataFrame with a base64 ``image`` column -> label, class_index, probabilities."""
+    """pyfunc: rows of base64 ``image`` files or ``pixels`` arrays -> label, class_index, probabilities."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         self.model = keras.saving.load_model(context.artifacts["keras_model"], compile=False)
@@ -78,12 +50,7 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         return np.stack([to_array(img, (h, w), c) for img in images]).astype(np.float32)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        if not isinstance(model_input, pd.DataFrame) or IMAGE_COLUMN not in model_input.columns:
-            raise _bad_input(f"expected a table with an '{IMAGE_COLUMN}' column of base64 PNG/JPEG files")
-        if len(model_input) == 0:
-            raise _bad_input("the request holds no rows: send at least one image")
-        images = [decode_image(v, i) for i, v in enumerate(model_input[IMAGE_COLUMN].tolist())]
-        return self.predict_pixels(self.to_pixels(images))
+        return self.predict_pixels(self.to_pixels(request_images(model_input)))
 
     def predict_pixels(self, pixels: np.ndarray) -> pd.DataFrame:
         probs = self.model.predict(pixels, verbose=0)
@@ -97,6 +64,17 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         )
 
 
+# What the logged model imports (its code travels with it under code/). Listed explicitly: MLflow's
+# inference would add `cnnexp` itself, which no package index has, so the Docker image MLflow
+# generates (and `--env-manager virtualenv`) could not install it.
+_SERVING_PACKAGES = ("tensorflow", "keras", "pillow", "numpy", "pandas", "pyyaml")
+
+
+def serving_requirements() -> list[str]:
+    """Pinned to this environment's versions, as MLflow's own inference would."""
+    return [f"mlflow=={mlflow.__version__}"] + [f"{dist}=={version(dist)}" for dist in _SERVING_PACKAGES]
+
+
 def log_image_model(model: keras.Model, class_names: tuple[str, ...], example_images: np.ndarray) -> None:
     """Log ``model`` under the active run as the ``model`` artifact, with signature and input example."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,12 +83,15 @@ def log_image_model(model: keras.Model, class_names: tuple[str, ...], example_im
         meta_path = Path(tmp) / "meta.json"
         meta = {"class_names": list(class_names), "input_shape": list(model.input_shape[1:])}
         meta_path.write_text(json.dumps(meta))
-        example = pd.DataFrame({IMAGE_COLUMN: [encode_image(img) for img in example_images[:2]]})
+        # One row of each kind documents both ways of asking (see cnnexp/model_input.py).
+        first, second = example_images[0], example_images[min(1, len(example_images) - 1)]
+        example = pd.DataFrame({IMAGE_COLUMN: [encode_image(first), None], PIXELS_COLUMN: [None, second.tolist()]})
         # An in-memory instance computes the example output; the logged model is built from code
         # (pyfunc_entry.py) and the saved .keras file, so no pickle travels with it.
         probe = ImageClassifier()
         probe.model, probe.class_names, probe.input_shape = model, list(class_names), tuple(meta["input_shape"])
-        signature = infer_signature(example, probe.predict(None, example))
+        outputs = infer_signature(None, probe.predict(None, example)).outputs
+        signature = ModelSignature(inputs=input_schema(), outputs=outputs)
         mlflow.pyfunc.log_model(
             name="model",
             python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
@@ -118,4 +99,5 @@ def log_image_model(model: keras.Model, class_names: tuple[str, ...], example_im
             signature=signature,
             input_example=example,
             code_paths=[str(Path(__file__).resolve().parent)],
+            pip_requirements=serving_requirements(),
         )

@@ -49,3 +49,41 @@ def tracking(tmp_path, monkeypatch) -> str:
     while mlflow.active_run():
         mlflow.end_run()
     mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="session")
+def champion_store(tmp_path_factory) -> dict:
+    """One tiny digits model, trained once per session and promoted to ``digits-test@champion``.
+
+    For tests that serve the registered model from other processes: returns the tracking URI,
+    the store's directory (use it as cwd), the model URI and the training run's test images.
+    """
+    from cnnexp.registry import promote
+    from cnnexp.train import train
+
+    root = tmp_path_factory.mktemp("champion_store")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)  # artifacts land in root/mlruns
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+            mp.setenv(name, "")  # recorded, so that leaving the context removes what MLflow sets
+            mp.delenv(name)
+        mlflow.set_tracking_uri(uri)
+        try:
+            result = train(build_config(overrides={**TINY, "train.epochs": 3}))
+            decision = promote("digits-test", run_id=result.run_id)
+        finally:
+            while mlflow.active_run():
+                mlflow.end_run()
+            mlflow.set_tracking_uri(None)
+    return {
+        "uri": uri,
+        "root": root,
+        "model_uri": "models:/digits-test@champion",
+        "run_id": result.run_id,
+        "version": decision.version,
+        "x_test": result.split.x_test,
+        "y_test": result.split.y_test,
+        "expected": result.model.predict(result.split.x_test[:8].astype("float32"), verbose=0).argmax(axis=1),
+    }

@@ -1,0 +1,124 @@
+"""``cnnexp app``: a web page and a JSON endpoint that classify one uploaded image.
+
+The page (``static/index.html``) posts the chosen file itself as the request body to
+``/api/predict``; the same registered pyfunc that ``mlflow models serve`` runs does the decoding,
+resizing and classification, so the page and the scoring server can never disagree. The upload
+limit is checked against ``Content-Length`` before any byte is read, and again while streaming
+(a chunked upload has no length). Every error answers ``{"error": message}``: never a traceback.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from importlib import resources
+
+import mlflow
+import pandas as pd
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse
+from mlflow.exceptions import MlflowException
+
+from cnnexp.model_input import IMAGE_COLUMN
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_UPLOAD = 5 * 1024 * 1024
+TOP_K = 5
+
+
+class AppError(RuntimeError):
+    """The app cannot start; the message says why."""
+
+
+def _page(max_upload_bytes: int) -> str:
+    html = resources.files("cnnexp").joinpath("static/index.html").read_text(encoding="utf-8")
+    return html.replace("{{MAX_UPLOAD_BYTES}}", str(max_upload_bytes))
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The request body, or 413 as soon as it is known to exceed ``limit`` bytes."""
+    too_big = HTTPException(413, f"the file is larger than the {limit / 1024 / 1024:g} MB upload limit")
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise HTTPException(400, "invalid Content-Length header")
+        if int(declared) > limit:
+            raise too_big
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_big
+    return bytes(body)
+
+
+def top_classes(probabilities: list[float], class_names: list[str], k: int = TOP_K) -> list[dict]:
+    ranked = sorted(range(len(probabilities)), key=lambda i: probabilities[i], reverse=True)[:k]
+    return [{"label": class_names[i], "class_index": i, "probability": float(probabilities[i])} for i in ranked]
+
+
+def create_app(model_uri: str, max_upload_bytes: int = DEFAULT_MAX_UPLOAD) -> FastAPI:
+    """Load the model once (a bad URI fails here, before serving) and build the app around it."""
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except MlflowException as e:
+        raise AppError(f"cannot load model {model_uri!r}: {e.message}") from None
+    try:
+        class_names = list(model.unwrap_python_model().class_names)
+    except (MlflowException, AttributeError):
+        raise AppError(f"{model_uri!r} is not a cnnexp image classifier (logged by `cnnexp train`)") from None
+    page = _page(max_upload_bytes)
+    app = FastAPI(title="cnnexp image classifier", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)  # the trace stays in the server log
+        return JSONResponse({"error": "internal error while classifying; see the server log"}, status_code=500)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index() -> str:
+        return page
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "model": model_uri, "classes": class_names}
+
+    @app.post("/api/predict")
+    async def predict(request: Request) -> dict:
+        if request.headers.get("content-type", "").startswith("multipart/"):
+            raise HTTPException(415, "send the image file itself as the body (curl --data-binary @image.png)")
+        body = await read_limited(request, max_upload_bytes)
+        if not body:
+            raise HTTPException(400, "empty upload: choose a PNG or JPEG image")
+        frame = pd.DataFrame({IMAGE_COLUMN: [base64.b64encode(body).decode("ascii")]})
+        try:
+            out = await run_in_threadpool(model.predict, frame)
+        except MlflowException as e:
+            # The model's messages name the problem ("row 0: 'image' is not a PNG or JPEG image").
+            prefix = f"row 0: '{IMAGE_COLUMN}' "
+            reason = f"this file {e.message[len(prefix) :]}" if e.message.startswith(prefix) else e.message
+            raise HTTPException(400, f"cannot classify: {reason}") from None
+        probabilities = list(out["probabilities"].iloc[0])
+        return {
+            "label": str(out["label"].iloc[0]),
+            "class_index": int(out["class_index"].iloc[0]),
+            "top": top_classes(probabilities, class_names),
+        }
+
+    return app
+
+
+def serve(
+    model_uri: str, host: str = "127.0.0.1", port: int = 8000, max_upload_bytes: int = DEFAULT_MAX_UPLOAD
+) -> None:
+    import uvicorn
+
+    app = create_app(model_uri, max_upload_bytes)
+    log.info("serving %s on http://%s:%d", model_uri, host, port)
+    uvicorn.run(app, host=host, port=port, log_level="info")

@@ -1,0 +1,202 @@
+"""Promotion: first -> champion, better -> moves, worse -> refused, --force, idempotent, studies, races."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from cnnexp.cli import main
+from cnnexp.config import build_config
+from cnnexp.registry import CHALLENGER, CHAMPION, PromotionError, promote
+from cnnexp.train import train
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, str]:
+    """Three digits runs of clearly different quality on the same test set, plus one on another test set."""
+    from conftest import TINY
+
+    root = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+            mp.setenv(name, "")  # recorded, so that leaving the context removes what MLflow sets
+            mp.delenv(name)
+        mlflow.set_tracking_uri(uri)
+        try:
+            variants = {
+                "weak": {"data.train_subset": 60, "train.epochs": 1},
+                "mid": {"data.train_subset": 400, "train.epochs": 2},
+                "strong": {"train.epochs": 4},
+                "other_test_set": {"train.epochs": 1, "train.seed": 7},  # seed 7 carves another test set
+            }
+            ids = {k: train(build_config(overrides={**TINY, **v})).run_id for k, v in variants.items()}
+        finally:
+            while mlflow.active_run():
+                mlflow.end_run()
+            mlflow.set_tracking_uri(None)
+    ids["uri"] = uri
+    return ids
+
+
+@pytest.fixture
+def store(runs, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", runs["uri"])
+    # MLflow's set_experiment writes these to os.environ; restore them afterwards.
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    mlflow.set_tracking_uri(runs["uri"])
+    yield mlflow.MlflowClient()
+    while mlflow.active_run():
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+
+
+def _alias_run(client, name, alias):
+    return client.get_model_version_by_alias(name, alias).run_id
+
+
+def test_first_better_worse(store, runs, capsys):
+    client, name = store, "seq"
+    first = promote(name, run_id=runs["mid"])
+    assert first.outcome == "first" and _alias_run(client, name, CHAMPION) == runs["mid"]
+    tags = client.get_model_version(name, first.version).tags
+    assert tags["cnnexp.source_run"] == runs["mid"] and tags["cnnexp.dataset"] == "digits"
+    assert tags["cnnexp.split_hash"] == client.get_run(runs["mid"]).data.tags["cnnexp.split_hash"]
+    assert float(tags["cnnexp.test_accuracy"]) == pytest.approx(first.challenger_scores["test_accuracy"], abs=1e-6)
+    assert tags["cnnexp.won_on"] == "test_accuracy"
+
+    # A worse model is registered and aliased challenger, but the champion stays.
+    assert main(["promote", "--run", runs["weak"], "--model-name", name]) == 0
+    out = capsys.readouterr().out
+    assert "REFUSED" in out and "challenger" in out and "champion" in out  # both scores printed
+    assert _alias_run(client, name, CHAMPION) == runs["mid"]
+    assert _alias_run(client, name, CHALLENGER) == runs["weak"]
+    weak_version = client.get_model_version_by_alias(name, CHALLENGER)
+    assert weak_version.tags["cnnexp.decision"] == "refused" and "cnnexp.won_on" not in weak_version.tags
+    assert "refused" in weak_version.description and runs["weak"] in weak_version.description
+
+    better = promote(name, run_id=runs["strong"])
+    assert better.outcome == "promoted" and better.champion_version == first.version
+    assert better.challenger_scores["test_accuracy"] > better.champion_scores["test_accuracy"]
+    assert _alias_run(client, name, CHAMPION) == runs["strong"]
+    assert client.get_model_version(name, better.version).tags["cnnexp.won_on"] == "test_accuracy"
+
+    # The decision and both scores are logged as a run that ended FINISHED.
+    logged = mlflow.search_runs(experiment_names=["cnnexp-promotions"], output_format="list")
+    last = max(logged, key=lambda r: r.info.start_time)
+    assert last.info.status == "FINISHED" and last.data.tags["cnnexp.decision"] == "promoted"
+    assert last.data.metrics["champion_test_accuracy"] == pytest.approx(better.champion_scores["test_accuracy"])
+
+
+def test_idempotent(store, runs):
+    client, name = store, "idem"
+    promote(name, run_id=runs["mid"])
+    n_runs = len(mlflow.search_runs(experiment_names=["cnnexp-promotions"], output_format="list"))
+    again = promote(name, run_id=runs["mid"])
+    assert again.outcome == "unchanged"
+    assert len(client.search_model_versions(f"name = '{name}'")) == 1
+    assert len(mlflow.search_runs(experiment_names=["cnnexp-promotions"], output_format="list")) == n_runs
+    # A refused run promoted twice reuses its version instead of registering a duplicate.
+    assert promote(name, run_id=runs["weak"]).outcome == "refused"
+    assert promote(name, run_id=runs["weak"]).outcome == "refused"
+    assert len(client.search_model_versions(f"name = '{name}'")) == 2
+    assert _alias_run(client, name, CHAMPION) == runs["mid"]
+
+
+def test_force_moves_champion_with_reason(store, runs):
+    client, name = store, "forced"
+    promote(name, run_id=runs["strong"])
+    assert main(["promote", "--run", runs["weak"], "--model-name", name, "--force"]) == 0
+    champion = client.get_model_version_by_alias(name, CHAMPION)
+    assert champion.run_id == runs["weak"]
+    assert champion.tags["cnnexp.forced"] == "true" and champion.tags["cnnexp.decision"] == "forced"
+    assert "not better" in champion.tags["cnnexp.decision_reason"]
+
+
+def test_other_test_set_refused_unless_forced(store, runs):
+    name = "apples"
+    promote(name, run_id=runs["mid"])
+    with pytest.raises(PromotionError, match="another test set"):
+        promote(name, run_id=runs["other_test_set"])
+    assert _alias_run(store, name, CHAMPION) == runs["mid"]
+    assert promote(name, run_id=runs["other_test_set"], force=True).outcome == "forced"
+    assert _alias_run(store, name, CHAMPION) == runs["other_test_set"]
+
+
+def test_study_resolves_to_its_retrained_best_run(store, runs, capsys):
+    store.set_tag(runs["mid"], "cnnexp.study", "s1")  # a trial: same study, not the best
+    store.set_tag(runs["strong"], "cnnexp.study", "s1")
+    store.set_tag(runs["strong"], "cnnexp.role", "best")
+    decision = promote("by-study", study="s1")
+    assert decision.run_id == runs["strong"] and decision.outcome == "first"
+    assert main(["promote", "--study", "nope", "--model-name", "by-study"]) == 1
+    assert "no run tagged cnnexp.study='nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--run", "0" * 32], "not found in the tracking store"),
+        ([], "exactly one of a run id or a study"),
+        (["--run", "x", "--study", "y"], "exactly one of a run id or a study"),
+        (["--run", "x", "--metric", "speed"], "metric 'speed' is not one of"),
+    ],
+)
+def test_bad_promotions_fail_clearly(store, argv, message, capsys):
+    assert main(["promote", "--model-name", "bad", *argv]) == 1
+    assert message in capsys.readouterr().err
+    assert store.search_model_versions("name = 'bad'") == []
+
+
+def test_racing_promotions_leave_champion_on_one_valid_version(store, runs):
+    client, name = store, "race"
+    promote(name, run_id=runs["weak"])
+    errors: list[BaseException] = []
+
+    def go(run_id: str) -> None:
+        try:
+            promote(name, run_id=run_id)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=go, args=(runs[k],)) for k in ("mid", "strong")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    champion = client.get_model_version_by_alias(name, CHAMPION)
+    assert champion.status == "READY" and champion.run_id in (runs["mid"], runs["strong"])
+    assert champion.tags["cnnexp.decision"] == "promoted"
+    assert len(client.search_model_versions(f"name = '{name}'")) == 3
+
+
+@pytest.mark.slow  # a second Python with TensorFlow under `mlflow run` (about a minute on 2 busy cores)
+def test_mlflow_run_promote_entry_point(store, runs, tmp_path):
+    """`mlflow run . -e promote`: the decision is logged in the run `mlflow run` created."""
+    root = Path(__file__).resolve().parents[1]
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID")}
+    env.update({"MLFLOW_TRACKING_URI": runs["uri"], "PATH": path})
+    cmd = [
+        sys.executable, "-m", "mlflow", "run", str(root), "-e", "promote", "--env-manager", "local",
+        "--experiment-name", "mlproject-promotions", "-P", "model_name=mlp", "-P", f"run_id={runs['mid']}",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "mlp version 1" in proc.stdout and "FIRST" in proc.stdout
+    (run,) = mlflow.search_runs(experiment_names=["mlproject-promotions"], output_format="list")
+    assert run.info.status == "FINISHED" and run.data.tags["mlflow.project.entryPoint"] == "promote"
+    assert run.data.tags["cnnexp.decision"] == "first" and run.data.params["source_run"] == runs["mid"]
+    assert store.get_model_version_by_alias("mlp", CHAMPION).run_id == runs["mid"]

@@ -1,0 +1,158 @@
+"""`cnnexp app` for real: its JSON endpoint over HTTP and its page in headless Chromium."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import sys
+
+import pytest
+import requests
+from PIL import Image
+from servers import free_port, running, server_env
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+LIMIT_MB = 0.05  # a small limit keeps the oversized uploads small
+
+
+@pytest.fixture(scope="module")
+def app_url(champion_store, tmp_path_factory):
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "cnnexp", "app", "--model", champion_store["model_uri"],
+        "--port", str(port), "--max-upload-mb", str(LIMIT_MB),
+    ]  # fmt: skip
+    log = tmp_path_factory.mktemp("app") / "app.log"
+    url = f"http://127.0.0.1:{port}"
+    env = server_env(champion_store["uri"])
+    with running(cmd, env=env, cwd=champion_store["root"], ready_url=url + "/health", log=log):
+        yield url
+
+
+def _png_bytes(champion_store, i: int = 0, size=(40, 40), mode="RGB", fmt="PNG") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(champion_store["x_test"][i][..., 0]).resize(size).convert(mode).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_json_endpoint_classifies_an_upload(app_url, champion_store):
+    resp = requests.post(app_url + "/api/predict", data=_png_bytes(champion_store, size=(8, 8), mode="L"), timeout=60)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["class_index"] == champion_store["expected"][0] and body["label"] == str(body["class_index"])
+    probs = [c["probability"] for c in body["top"]]
+    assert len(probs) == 5 and probs == sorted(probs, reverse=True) and body["top"][0]["label"] == body["label"]
+    jpeg = requests.post(app_url + "/api/predict", data=_png_bytes(champion_store, 1, fmt="JPEG"), timeout=60)
+    assert jpeg.status_code == 200 and 0 <= jpeg.json()["class_index"] <= 9
+
+
+def _chunks(data: bytes, size: int = 4096):
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+@pytest.mark.parametrize(
+    "case, status, message",
+    [
+        ("text file", 400, "this file is not a PNG or JPEG image"),
+        ("empty", 400, "empty upload"),
+        ("truncated png", 400, "not a readable PNG or JPEG image"),
+        ("too large", 413, "upload limit"),
+        ("too large, chunked", 413, "upload limit"),
+        ("multipart form", 415, "--data-binary"),
+    ],
+)
+def test_json_endpoint_errors(app_url, champion_store, case, status, message):
+    big = os.urandom(int(LIMIT_MB * 1024 * 1024) + 10)
+    kwargs = {
+        "text file": {"data": b"hello, not an image"},
+        "empty": {"data": b""},
+        "truncated png": {"data": _png_bytes(champion_store, size=(64, 64))[:80]},
+        "too large": {"data": big},
+        "too large, chunked": {"data": _chunks(big)},  # no Content-Length: checked while streaming
+        "multipart form": {"files": {"file": ("x.png", _png_bytes(champion_store))}},
+    }[case]
+    resp = requests.post(app_url + "/api/predict", timeout=60, **kwargs)
+    assert resp.status_code == status, resp.text
+    assert message in resp.json()["error"] and "Traceback" not in resp.text
+    assert requests.get(app_url + "/health", timeout=10).json()["status"] == "ok"
+
+
+@pytest.fixture
+def browser(tmp_path):
+    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium and chromium-driver must be installed in CI (.ci/run installs them)")
+        pytest.skip("needs Debian's chromium and chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    yield driver
+    driver.quit()
+
+
+def _upload(driver, url: str, path) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(url)
+    driver.find_element(By.ID, "file").send_keys(str(path))
+
+
+def _visible_text(driver, element_id: str, timeout: float = 60) -> str:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    element = WebDriverWait(driver, timeout).until(ec.visibility_of_element_located((By.ID, element_id)))
+    return element.text
+
+
+def test_page_shows_top_classes_for_an_uploaded_image(app_url, browser, champion_store, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    image = tmp_path / "digit.png"
+    image.write_bytes(_png_bytes(champion_store, size=(8, 8), mode="L"))
+    _upload(browser, app_url, image)
+    _visible_text(browser, "result")
+    assert browser.find_element(By.ID, "prediction").text == str(champion_store["expected"][0])
+    rows = browser.find_elements(By.CSS_SELECTOR, "#top li.class")
+    assert len(rows) == 5
+    first_label = rows[0].find_element(By.CLASS_NAME, "label").text
+    percents = [float(r.find_element(By.CLASS_NAME, "probability").text.rstrip("%")) for r in rows]
+    assert first_label == str(champion_store["expected"][0])
+    assert percents == sorted(percents, reverse=True) and 0 < percents[0] <= 100
+    assert not browser.find_element(By.ID, "error").is_displayed()
+
+
+def test_page_shows_a_clear_error_for_a_bad_file(app_url, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    bad = tmp_path / "notes.png"
+    bad.write_text("these are my notes, not a picture")
+    _upload(browser, app_url, bad)
+    message = _visible_text(browser, "error")
+    assert message.startswith("notes.png:") and "not a PNG or JPEG image" in message
+    assert not browser.find_element(By.ID, "result").is_displayed()
+
+
+def test_app_refuses_a_model_it_cannot_load(tracking, capsys):
+    from cnnexp.cli import main
+
+    assert main(["app", "--model", "models:/no-such-model@champion"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot load model 'models:/no-such-model@champion'" in err and "Traceback" not in err
