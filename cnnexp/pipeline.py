@@ -45,4 +45,8 @@ def make_dataset(
         ds = ds.cache()  # evaluation batches are identical every epoch: build them once
     if training and augmenter is not None:
         ds = ds.map(lambda xb, yb: (augmenter(xb, training=True), yb), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    # MLflow's Keras autolog reads the batch size from this attribute (a plain BatchDataset has it);
+    # without it autolog records batch_size=None, which also clashes with `mlflow run`'s own param.
+    ds._batch_size = batch_size
+    return ds

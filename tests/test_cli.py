@@ -79,6 +79,8 @@ def test_mlflow_run_main_entry_point(tracking, tmp_path, tiny_overrides):
         "-P",
         "epochs=1",
         "-P",
+        "batch_size=64",
+        "-P",
         f"config={config}",
     ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -90,3 +92,15 @@ def test_mlflow_run_main_entry_point(tracking, tmp_path, tiny_overrides):
     assert run.data.params["train.epochs"] == "1"
     assert 0 <= run.data.metrics["test_accuracy"] <= 1
     assert run.data.tags["mlflow.project.entryPoint"] == "main"
+    # autolog shares the run with `mlflow run`'s own params: its per-epoch metrics must be there
+    assert len(mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_loss")) == 1
+    assert run.data.params["batch_size"] == "64"
+
+
+def test_mlproject_defaults_match_config_defaults():
+    """MLproject passes epochs and batch_size explicitly (see its comment); they must not drift."""
+    from cnnexp.config import TrainConfig
+
+    params = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]["main"]["parameters"]
+    assert params["epochs"]["default"] == str(TrainConfig.epochs)
+    assert params["batch_size"]["default"] == str(TrainConfig.batch_size)

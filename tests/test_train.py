@@ -33,6 +33,7 @@ def test_tracked_training_run(tracking, tiny_config):
     assert 0.0 < run.data.metrics["test_macro_f1"] <= 1.0 and run.data.metrics["test_loss"] > 0
     assert run.data.params["model.filters"] == "8" and run.data.params["data.augment.shift"] == "0.0"
     assert run.data.params["split.test_size"] == "360"
+    assert run.data.params["batch_size"] == "64"  # autolog's own param, read from the pipeline
     tags = run.data.tags
     assert tags["cnnexp.dataset"] == "digits" and tags["cnnexp.seed"] == "42"
     assert tags["cnnexp.split_hash"] == result.split.split_hash and len(tags["cnnexp.data_hash"]) == 64
