@@ -24,6 +24,12 @@ PARAM_TYPES = ("float", "int", "categorical")
 OBJECTIVES = {"val_accuracy": "maximize", "val_loss": "minimize"}
 _TOP_KEYS = ("dataset", "objective", "trials", "retrain", "fixed", "params")
 _TRIAL_KEYS = ("epochs", "train_subset")
+# Config keys the space sets from its own sections; setting them again elsewhere would be ignored.
+_RESERVED = {
+    "data.dataset": "dataset",
+    "train.epochs": "trials.epochs and retrain.epochs",
+    "data.train_subset": "trials.train_subset",
+}
 _RETRAIN_KEYS = ("epochs",)
 _PARAM_KEYS = {
     "float": ("type", "low", "high", "log", "step", "when"),
@@ -156,6 +162,10 @@ def parse_space(doc: Any, where: str, text: str = "") -> SearchSpace:
     for key in fixed:
         if key in params_doc:
             raise fail(f"fixed.{key}", "is also a tuned parameter; keep it in one place")
+    for section, keys in (("fixed", fixed), ("params", params_doc)):
+        for key in keys:
+            if key in _RESERVED:
+                raise fail(f"{section}.{key}", f"is set by {_RESERVED[key]} in this file")
     return SearchSpace(
         path=where,
         dataset=str(doc["dataset"]),

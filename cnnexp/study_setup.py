@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable
 
 import optuna
@@ -58,7 +59,10 @@ def make_storage(
         raise ConfigError(
             f"--storage {url!r} is not a database URL (sqlite:///FILE, postgresql://...) or journal:PATH"
         ) from None
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=HEARTBEAT_RETRIES)
+    with warnings.catch_warnings():
+        # Heartbeats and the retry callback are marked experimental by Optuna (for years); not news.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=HEARTBEAT_RETRIES)
 
     def stale(study: optuna.Study, trial: FrozenTrial) -> None:
         if on_stale_trial is not None:
@@ -68,12 +72,14 @@ def make_storage(
     # Two workers starting together on a fresh SQLite file can collide while creating its tables.
     for attempt in range(5):
         try:
-            return RDBStorage(
-                url,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=2 * heartbeat_interval,
-                heartbeat_stale_trial_callback=stale,
-            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(
+                    url,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=2 * heartbeat_interval,
+                    heartbeat_stale_trial_callback=stale,
+                )
         except OperationalError as e:
             if attempt == 4 or "locked" not in str(e):
                 raise
@@ -84,7 +90,9 @@ def make_storage(
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     if name == "tpe":
         # multivariate + group: conditional parameters are modelled jointly, not one by one.
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=5)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=5)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":

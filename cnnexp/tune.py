@@ -131,6 +131,9 @@ def tune(opts: TuneOptions) -> TuneResult:
         retrained = None
         if best is None:
             print("no trial completed: nothing to retrain", flush=True)
+        elif opts.retrain_best and _already_retrained(study, best):
+            run_id = study.user_attrs["best_run_id"]
+            print(f"trial {best.number} is still the best and was retrained in run {run_id}", flush=True)
         elif opts.retrain_best:
             retrained = retrain_best(space, study, best, parent_id)
     return TuneResult(study, parent_id, best, retrained)
@@ -201,12 +204,24 @@ def retrain_best(space: SearchSpace, study: optuna.Study, best: FrozenTrial, par
         if name in result.metrics:
             retry_locked(lambda n=name: client.log_metric(parent_id, f"best_{n}", result.metrics[n]))
     study.set_user_attr("best_run_id", result.run_id)
+    study.set_user_attr("best_run_trial", best.number)
     print(
         f"best model: run {result.run_id} (trial {best.number}), test_accuracy "
         f"{result.metrics.get('test_accuracy', float('nan')):.4f}; model at runs:/{result.run_id}/model",
         flush=True,
     )
     return result
+
+
+def _already_retrained(study: optuna.Study, best: FrozenTrial) -> bool:
+    """A resumed study whose best trial did not change keeps its retrained model (no second copy)."""
+    attrs = study.user_attrs
+    if attrs.get("best_run_trial") != best.number or not attrs.get("best_run_id"):
+        return False
+    try:
+        return mlflow.MlflowClient().get_run(attrs["best_run_id"]).info.status == "FINISHED"
+    except mlflow.exceptions.MlflowException:
+        return False  # the run was deleted: retrain
 
 
 def _check_same_space(study: optuna.Study, space: SearchSpace, parent_id: str) -> None:
