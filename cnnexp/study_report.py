@@ -48,7 +48,9 @@ def log_report(parent_id: str, study: optuna.Study) -> list[str]:
             continue
         fig = _figure(ax)
         fig.set_size_inches(max(fig.get_size_inches()[0], 10), max(fig.get_size_inches()[1], 6))
-        retry_locked(lambda f=fig, p=path: client.log_figure(parent_id, f, p))
+        # bbox "tight": long dotted parameter names must not be cut off at the edge
+        save = {"bbox_inches": "tight", "dpi": 100}
+        retry_locked(lambda f=fig, p=path: client.log_figure(parent_id, f, p, save_kwargs=save))
         plt.close(fig)
         logged.append(path)
     return logged

@@ -212,6 +212,7 @@ def test_two_workers_share_one_journal_study(tracking, tmp_path):
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4
 
 
+@pytest.mark.slow  # a worker process is started and killed mid-trial: ~1.5 min on a busy 2-core machine
 def test_killed_worker_trial_is_failed_by_heartbeat_and_retried(tracking, tmp_path):
     space = write_space(tmp_path, trials={"epochs": 200})  # long enough to be killed mid-trial
     storage = f"sqlite:///{tmp_path / 'o.db'}"
