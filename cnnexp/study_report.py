@@ -18,6 +18,8 @@ from cnnexp.study_tracking import retry_locked  # noqa: E402
 
 log = logging.getLogger(__name__)
 
+# bbox "tight": long dotted parameter names must not be cut off at the figure's edge.
+SAVE = {"bbox_inches": "tight", "dpi": 100}
 PLOTS = {
     "plots/optimization_history.png": optuna_plots.plot_optimization_history,
     "plots/param_importances.png": optuna_plots.plot_param_importances,
@@ -48,9 +50,7 @@ def log_report(parent_id: str, study: optuna.Study) -> list[str]:
             continue
         fig = _figure(ax)
         fig.set_size_inches(max(fig.get_size_inches()[0], 10), max(fig.get_size_inches()[1], 6))
-        # bbox "tight": long dotted parameter names must not be cut off at the edge
-        save = {"bbox_inches": "tight", "dpi": 100}
-        retry_locked(lambda f=fig, p=path: client.log_figure(parent_id, f, p, save_kwargs=save))
+        retry_locked(lambda f=fig, p=path: client.log_figure(parent_id, f, p, save_kwargs=SAVE))
         plt.close(fig)
         logged.append(path)
     return logged

@@ -8,6 +8,8 @@ as ``postgresql://user:pw@host/db`` (several machines; with heartbeats), and ``j
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 import warnings
 from collections.abc import Callable
@@ -15,7 +17,7 @@ from collections.abc import Callable
 import optuna
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
@@ -85,6 +87,63 @@ def make_storage(
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+WORKER_ATTR = "cnnexp.worker"
+
+
+def worker_id() -> str:
+    """host:pid:start-time of this process; the start time guards against a recycled pid."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+
+
+def _start_time(pid: int) -> str:
+    try:  # Linux: field 22 of /proc/<pid>/stat, in clock ticks since boot
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "?"
+
+
+def _alive(worker: str) -> bool:
+    host, pid, started = worker.rsplit(":", 2)
+    if host != socket.gethostname():
+        return True  # another machine's worker: only heartbeats (RDB storages) can tell
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return started == "?" or _start_time(int(pid)) == started
+
+
+def fail_dead_local_trials(study: optuna.Study, storage: optuna.storages.BaseStorage, on_dead: StaleTrialHook) -> None:
+    """Fail (and retry once) RUNNING trials whose worker process on this machine is gone.
+
+    The journal file storage has no heartbeats; this covers its use case, several workers on one
+    machine, when the next worker starts. Mirrors optuna.storages.fail_stale_trials.
+    """
+    if isinstance(storage, RDBStorage):
+        return  # heartbeats cover RDB storages, across machines too
+    retry = None
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get(WORKER_ATTR)
+        if not worker or _alive(worker):
+            continue
+        try:
+            # FrozenTrial._trial_id: the storage key, as Optuna's own fail_stale_trials uses it
+            if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker got there first
+        log.warning("trial %d: its worker %s is gone; marked FAIL and retried", trial.number, worker)
+        failed = storage.get_trial(trial._trial_id)
+        on_dead(study, failed)
+        if retry is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                retry = RetryHeartbeatStaleTrialCallback(max_retry=HEARTBEAT_RETRIES)
+        retry(study, failed)
 
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:

@@ -90,6 +90,12 @@ def tune(opts: TuneOptions) -> TuneResult:
             reason = "worker stopped sending heartbeats (killed?); the trial is retried"
             study_tracking.mark_trial(study.study_name, parent, trial, reason)
 
+    def on_dead_worker(study: optuna.Study, trial: FrozenTrial) -> None:
+        parent = study.user_attrs.get(study_tracking.PARENT_ATTR)
+        if parent:
+            reason = f"worker {trial.user_attrs.get(study_setup.WORKER_ATTR)} died (killed?); the trial is retried"
+            study_tracking.mark_trial(study.study_name, parent, trial, reason)
+
     storage = study_setup.make_storage(
         opts.storage, heartbeat_interval=opts.heartbeat_interval, on_stale_trial=on_stale_trial
     )
@@ -111,6 +117,7 @@ def tune(opts: TuneOptions) -> TuneResult:
     if launcher_run_id:
         _point_launcher(launcher_run_id, opts.study_name, parent_id)
 
+    study_setup.fail_dead_local_trials(study, storage, on_dead_worker)
     print(
         f"study {opts.study_name!r} on {storage_url}: {'created' if created else 'resumed'}, "
         f"parent run {parent_id}; {opts.n_trials} trial(s) to run",
@@ -142,6 +149,7 @@ def tune(opts: TuneOptions) -> TuneResult:
 def _objective(space: SearchSpace, study_name: str, parent_id: str):
     def objective(trial: optuna.Trial) -> float:
         keras.backend.clear_session()  # no graph or layer-name build-up across trials
+        trial.set_user_attr(study_setup.WORKER_ATTR, study_setup.worker_id())
         sampled = sample(trial, space)
         cfg = space.config(sampled, extra={"run_name": f"{study_name}-trial-{trial.number}"})
         pruning = _PruneBetweenEpochs(trial, space.objective)

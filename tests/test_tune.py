@@ -213,9 +213,13 @@ def test_two_workers_share_one_journal_study(tracking, tmp_path):
 
 
 @pytest.mark.slow  # a worker process is started and killed mid-trial: ~1.5 min on a busy 2-core machine
-def test_killed_worker_trial_is_failed_by_heartbeat_and_retried(tracking, tmp_path):
+@pytest.mark.parametrize(
+    "storage, reason",
+    [("sqlite:///o.db", "stopped sending heartbeats"), ("journal:./study.log", "died (killed?)")],
+    ids=["rdb-heartbeat", "journal-dead-pid"],
+)
+def test_killed_worker_trial_is_failed_and_retried(tracking, tmp_path, storage, reason):
     space = write_space(tmp_path, trials={"epochs": 200})  # long enough to be killed mid-trial
-    storage = f"sqlite:///{tmp_path / 'o.db'}"
     args = ["--space", str(space), "--study-name", "hb", "--storage", storage, "--n-trials", "1"]
     worker = _cnnexp(*args, tmp_path=tmp_path, tracking=tracking)
     deadline = time.monotonic() + 300
@@ -226,10 +230,11 @@ def test_killed_worker_trial_is_failed_by_heartbeat_and_retried(tracking, tmp_pa
         time.sleep(1)
     os.kill(worker.pid, signal.SIGKILL)
     worker.communicate()
-    study = optuna.load_study(study_name="hb", storage=storage)
-    assert [t.state for t in study.trials] == [TrialState.RUNNING]
+    assert [t.state for t in optuna.load_study(study_name="hb", storage=_storage(storage)).trials] == [
+        TrialState.RUNNING
+    ]
 
-    # A new worker with a short heartbeat: the silent trial is failed and retried with its params.
+    # The next worker (short heartbeat for RDB) fails the orphaned trial and retries it with its params.
     time.sleep(2.5)
     space_short = write_space(tmp_path, name="short")
     opts = TuneOptions(str(space_short), "hb", n_trials=1, storage=storage, retrain_best=False, heartbeat_interval=1)
@@ -240,8 +245,14 @@ def test_killed_worker_trial_is_failed_by_heartbeat_and_retried(tracking, tmp_pa
     assert retried.system_attrs["failed_trial"] == killed.number
     runs = {int(r.data.tags["cnnexp.trial_number"]): r for r in study_runs("hb")["trial"]}
     assert runs[0].info.status == "FAILED" and runs[0].data.tags["cnnexp.trial_state"] == "FAIL"
-    assert "heartbeat" in runs[0].data.tags[FAILURE_TAG]
+    assert reason in runs[0].data.tags[FAILURE_TAG]
     assert runs[1].info.status == "FINISHED"
+
+
+def _storage(url: str):
+    if url.startswith("journal:"):
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url[len("journal:") :]))
+    return url
 
 
 @pytest.mark.slow
