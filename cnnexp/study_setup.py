@@ -158,7 +158,9 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
         # CMA-ES handles the numeric parameters; categorical ones fall back to random sampling.
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "qmc":
-        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
     raise ConfigError(f"--sampler {name!r} is not one of: {', '.join(SAMPLERS)}")
 
 
