@@ -20,9 +20,8 @@ from mlflow.exceptions import MlflowException
 from cnnexp.config import ConfigError, DataConfig, config_from_dict
 from cnnexp.datasets import Dataset, load_dataset
 from cnnexp.split import split_dataset
+from cnnexp.tracking import ROLE_TAG, STUDY_TAG
 
-STUDY_TAG = "cnnexp.study"
-ROLE_TAG = "cnnexp.role"
 MODEL_ARTIFACT = "model"
 
 

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 # TensorFlow's C++ start-up chatter hides our own output; users can still raise it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -75,14 +76,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _flag_value(value: str | None) -> bool:
-    # `--force` alone means true; MLproject passes `--force true|false`.
-    text = (value or "false").strip().lower()
-    if text not in ("true", "false", "1", "0", "yes", "no"):
-        raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
-    return text in ("true", "1", "yes")
-
-
 def cmd_promote(args: argparse.Namespace) -> int:
     from cnnexp.registry import PromotionError, promote
 
@@ -119,9 +112,9 @@ def _add_deploy_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--force",
         nargs="?",
-        const="true",
+        const=True,
         default=False,
-        type=_flag_value,
+        type=_bool,
         help="make it champion even if it is not better (tagged on the version)",
     )
     p.add_argument("--metric", default="test_accuracy", help="test_accuracy (default), test_macro_f1 or test_loss")
@@ -135,6 +128,81 @@ def _add_deploy_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_app)
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from cnnexp.tune import TuneOptions, tune
+
+    opts = TuneOptions(
+        space=args.space,
+        study_name=args.study_name or Path(args.space).stem,
+        n_trials=args.n_trials,
+        timeout=args.timeout,
+        storage=args.storage or TuneOptions.storage,
+        sampler=args.sampler,
+        pruner=args.pruner,
+        seed=args.seed,
+        retrain_best=args.retrain_best,
+        experiment_name=args.experiment_name,
+    )
+    result = tune(opts)
+    print(f"\nstudy {result.study.study_name}: parent run {result.parent_run_id}")
+    if result.best is not None:
+        print(f"  best trial {result.best.number}: value {result.best.value:.4f}")
+        for key, value in sorted(result.best.params.items()):
+            print(f"    {key} = {value}")
+    if result.retrained is not None:
+        print(f"  retrained best: run {result.retrained.run_id}, model runs:/{result.retrained.run_id}/model")
+    return 0
+
+
+def _add_tune_args(p: argparse.ArgumentParser) -> None:
+    from cnnexp.study_setup import DEFAULT_STORAGE, PRUNERS, SAMPLERS
+
+    p.add_argument("--space", required=True, help="search-space YAML file (see search_spaces/)")
+    p.add_argument(
+        "--study-name", help="Optuna study name (default: the space file's name); the same name resumes the study"
+    )
+    p.add_argument("--n-trials", type=int, required=True, help="trials this process runs (0: only report/retrain)")
+    p.add_argument("--timeout", type=_optional(float), help="stop starting new trials after this many seconds")
+    p.add_argument(
+        "--storage",
+        default=DEFAULT_STORAGE,
+        help=f"Optuna storage: an RDB URL (default {DEFAULT_STORAGE}) or journal:PATH for parallel workers",
+    )
+    p.add_argument("--sampler", default="tpe", choices=SAMPLERS)
+    p.add_argument("--pruner", default="median", choices=PRUNERS)
+    p.add_argument("--seed", type=_optional(int), help="sampler seed (reproducible studies)")
+    # `--retrain-best`, `--retrain-best false` (MLproject) and `--no-retrain-best` all work.
+    p.add_argument(
+        "--retrain-best",
+        nargs="?",
+        const=True,
+        default=True,
+        type=_bool,
+        help="retrain the best config on the full training data and test it once (default: on)",
+    )
+    p.add_argument("--no-retrain-best", dest="retrain_best", action="store_false")
+    p.add_argument("--experiment-name", default="cnnexp", help="MLflow experiment of a new study's runs")
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "on", ""):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _optional(tp):
+    """MLproject passes "" for "not set"."""
+
+    def parse(text: str):
+        return None if text.strip() == "" else tp(text)
+
+    parse.__name__ = tp.__name__
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cnnexp", description="Tracked CNN image-classification experiments.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -143,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_train)
     _add_deploy_commands(sub)
+    p = sub.add_parser("tune", help="run (or resume) an Optuna study of tracked trainings")
+    _add_tune_args(p)
+    p.set_defaults(func=cmd_tune)
     return parser
 
 

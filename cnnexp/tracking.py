@@ -13,6 +13,8 @@ import mlflow
 import cnnexp
 
 FAILURE_TAG = "cnnexp.failure_reason"
+# Tags that tie runs to an Optuna study: tuning writes them, promotion and reports look them up.
+STUDY_TAG, ROLE_TAG, STORAGE_TAG = "cnnexp.study", "cnnexp.role", "cnnexp.storage"
 
 
 def git_commit() -> str:

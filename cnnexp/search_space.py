@@ -1,0 +1,280 @@
+"""Search spaces as data: a YAML file parsed into typed dataclasses and checked before any trial runs.
+
+A space names the dataset, the objective, the fidelity of trials (epochs, training subset), the
+retraining budget of the best configuration, fixed config values, and the tuned parameters, each
+keyed by the dotted config key it sets (``train.learning_rate``). A parameter may be conditional on
+an earlier categorical one (``when: {train.optimizer: sgd}``). Every error names the file, the key
+and the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+
+from cnnexp.config import ConfigError, ExperimentConfig, build_config
+
+PARAM_TYPES = ("float", "int", "categorical")
+OBJECTIVES = {"val_accuracy": "maximize", "val_loss": "minimize"}
+_TOP_KEYS = ("dataset", "objective", "trials", "retrain", "fixed", "params")
+_TRIAL_KEYS = ("epochs", "train_subset")
+# Config keys the space sets from its own sections; setting them again elsewhere would be ignored.
+_RESERVED = {
+    "data.dataset": "dataset",
+    "train.epochs": "trials.epochs and retrain.epochs",
+    "data.train_subset": "trials.train_subset",
+}
+_RETRAIN_KEYS = ("epochs",)
+_PARAM_KEYS = {
+    "float": ("type", "low", "high", "log", "step", "when"),
+    "int": ("type", "low", "high", "log", "step", "when"),
+    "categorical": ("type", "choices", "when"),
+}
+
+
+class SearchSpaceError(ConfigError):
+    """A search-space file is malformed; the message names the file, the key and the reason."""
+
+
+@dataclass
+class Param:
+    key: str  # dotted config key the sampled value sets
+    type: str  # float | int | categorical
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[Any] = field(default_factory=list)
+    when: dict[str, list[Any]] = field(default_factory=dict)  # earlier categorical key -> allowed values
+
+    def active(self, sampled: dict[str, Any]) -> bool:
+        """Conditional parameters are only sampled when every condition holds for the earlier values."""
+        return all(sampled.get(key) in values for key, values in self.when.items())
+
+    def values_to_check(self) -> list[Any]:
+        return list(self.choices) if self.type == "categorical" else [self.low, self.high]
+
+
+@dataclass
+class SearchSpace:
+    path: str
+    dataset: str
+    objective: str  # a per-epoch validation metric: val_accuracy | val_loss
+    trial_epochs: int
+    trial_train_subset: int | None  # None: trials train on the whole training part
+    retrain_epochs: int
+    fixed: dict[str, Any]
+    params: list[Param]
+    text: str  # the file as written, logged with the study
+
+    @property
+    def direction(self) -> str:
+        return OBJECTIVES[self.objective]
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()[:16]
+
+    def overrides(self, sampled: dict[str, Any], *, retrain: bool = False) -> dict[str, Any]:
+        """Dotted config overrides for one trial (cheap fidelity) or for retraining (full data)."""
+        out = {"data.dataset": self.dataset, **self.fixed, **sampled}
+        if retrain:
+            out.update({"train.epochs": self.retrain_epochs, "data.train_subset": None})
+        else:
+            out.update({"train.epochs": self.trial_epochs, "data.train_subset": self.trial_train_subset})
+        return out
+
+    def config(
+        self, sampled: dict[str, Any], *, retrain: bool = False, extra: dict[str, Any] | None = None
+    ) -> ExperimentConfig:
+        overrides = {**self.overrides(sampled, retrain=retrain), **(extra or {})}
+        # build_config skips None overrides; a full-data retrain must clear train_subset explicitly.
+        base: dict[str, Any] = {"data": {"train_subset": overrides.pop("data.train_subset")}}
+        return build_config(base, overrides)
+
+
+def sample(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
+    """Ask the trial for every active parameter, in file order (conditions look at earlier values)."""
+    sampled: dict[str, Any] = {}
+    for p in space.params:
+        if not p.active(sampled):
+            continue
+        if p.type == "categorical":
+            sampled[p.key] = trial.suggest_categorical(p.key, p.choices)
+        elif p.type == "int":
+            sampled[p.key] = trial.suggest_int(p.key, p.low, p.high, step=p.step or 1, log=p.log)
+        else:
+            sampled[p.key] = trial.suggest_float(p.key, p.low, p.high, step=p.step, log=p.log)
+    return sampled
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read, parse and fully validate a search-space file (every range end and choice is a valid config)."""
+    p = Path(path)
+    if not p.is_file():
+        raise SearchSpaceError(f"search space file not found: {p}")
+    text = p.read_text()
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise SearchSpaceError(f"{p}: not valid YAML: {e}") from None
+    space = parse_space(doc, str(p), text)
+    _check_configs(space)
+    return space
+
+
+def parse_space(doc: Any, where: str, text: str = "") -> SearchSpace:
+    def fail(key: str, reason: str) -> SearchSpaceError:
+        return SearchSpaceError(f"{where}: {key}: {reason}")
+
+    if not isinstance(doc, dict):
+        raise SearchSpaceError(f"{where}: expected a mapping with keys {', '.join(_TOP_KEYS)}")
+    _known(doc, _TOP_KEYS, "", fail)
+    for required in ("dataset", "trials", "params"):
+        if required not in doc:
+            raise fail(required, "missing (required)")
+    objective = doc.get("objective", "val_accuracy")
+    if objective not in OBJECTIVES:
+        raise fail("objective", f"{objective!r} is not one of: {', '.join(OBJECTIVES)}")
+
+    trials = _mapping(doc["trials"], "trials", fail)
+    _known(trials, _TRIAL_KEYS, "trials.", fail)
+    trial_epochs = _positive_int(trials.get("epochs"), "trials.epochs", fail)
+    subset = trials.get("train_subset")
+    subset = None if subset is None else _positive_int(subset, "trials.train_subset", fail)
+    retrain = _mapping(doc.get("retrain") or {}, "retrain", fail)
+    _known(retrain, _RETRAIN_KEYS, "retrain.", fail)
+    retrain_epochs = _positive_int(retrain.get("epochs", trial_epochs), "retrain.epochs", fail)
+
+    fixed = _mapping(doc.get("fixed") or {}, "fixed", fail)
+    params_doc = _mapping(doc["params"], "params", fail)
+    if not params_doc:
+        raise fail("params", "no parameters to tune")
+    params: list[Param] = []
+    for key, spec in params_doc.items():
+        params.append(_parse_param(str(key), spec, params, fail))
+    for key in fixed:
+        if key in params_doc:
+            raise fail(f"fixed.{key}", "is also a tuned parameter; keep it in one place")
+    for section, keys in (("fixed", fixed), ("params", params_doc)):
+        for key in keys:
+            if key in _RESERVED:
+                raise fail(f"{section}.{key}", f"is set by {_RESERVED[key]} in this file")
+    return SearchSpace(
+        path=where,
+        dataset=str(doc["dataset"]),
+        objective=objective,
+        trial_epochs=trial_epochs,
+        trial_train_subset=subset,
+        retrain_epochs=retrain_epochs,
+        fixed={str(k): v for k, v in fixed.items()},
+        params=params,
+        text=text,
+    )
+
+
+def _parse_param(key: str, spec: Any, earlier: list[Param], fail) -> Param:
+    where = f"params.{key}"
+    spec = _mapping(spec, where, fail)
+    kind = spec.get("type")
+    if kind not in PARAM_TYPES:
+        raise fail(f"{where}.type", f"unknown type {kind!r} (use one of: {', '.join(PARAM_TYPES)})")
+    _known(spec, _PARAM_KEYS[kind], where + ".", fail)
+    when = _parse_when(spec.get("when") or {}, where, earlier, fail)
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise fail(f"{where}.choices", "must be a non-empty list")
+        for choice in choices:
+            if not isinstance(choice, (str, int, float, bool)):
+                raise fail(f"{where}.choices", f"{choice!r} is not a plain value (text, number, true/false)")
+        return Param(key, kind, choices=choices, when=when)
+
+    low, high = spec.get("low"), spec.get("high")
+    for name, value in (("low", low), ("high", high)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise fail(f"{where}.{name}", f"must be a number, got {value!r}")
+        if kind == "int" and value != int(value):
+            raise fail(f"{where}.{name}", f"must be a whole number for an int parameter, got {value!r}")
+    if low > high:
+        raise fail(where, f"low ({low}) > high ({high})")
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise fail(f"{where}.log", f"must be true or false, got {log!r}")
+    if log and low <= 0:
+        raise fail(f"{where}.low", f"must be positive on a log scale, got {low}")
+    step = spec.get("step")
+    if step is not None:
+        if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0:
+            raise fail(f"{where}.step", f"must be a positive number, got {step!r}")
+        if log:
+            raise fail(f"{where}.step", "cannot be combined with log: true (Optuna samples one or the other)")
+    if kind == "int":
+        low, high = int(low), int(high)
+        step = None if step is None else int(step)
+    return Param(key, kind, low=low, high=high, log=log, step=step, when=when)
+
+
+def _parse_when(when: Any, where: str, earlier: list[Param], fail) -> dict[str, list[Any]]:
+    when = _mapping(when, f"{where}.when", fail)
+    out: dict[str, list[Any]] = {}
+    by_key = {p.key: p for p in earlier}
+    for key, values in when.items():
+        parent = by_key.get(key)
+        if parent is None or parent.type != "categorical":
+            raise fail(f"{where}.when.{key}", "must name an earlier categorical parameter")
+        values = values if isinstance(values, list) else [values]
+        for v in values:
+            if v not in parent.choices:
+                raise fail(f"{where}.when.{key}", f"{v!r} is not one of its choices {parent.choices}")
+        out[key] = values
+    return out
+
+
+def _check_configs(space: SearchSpace) -> None:
+    """Every range end and every choice must make a valid config on its own, before any trial runs."""
+    where = space.path
+    defaults = {p.key: p.values_to_check()[0] for p in space.params if not p.when}
+    known = set(ExperimentConfig().flat())
+    for p in space.params:
+        if p.key not in known:
+            raise SearchSpaceError(f"{where}: params.{p.key}: not a config key (known: see cnnexp/config.py)")
+    for key in space.fixed:
+        if key not in known:
+            raise SearchSpaceError(f"{where}: fixed.{key}: not a config key (known: see cnnexp/config.py)")
+    for retrain in (False, True):
+        _try_config(space, defaults, retrain, f"{where}: fixed/trials/retrain")
+    for p in space.params:
+        for value in p.values_to_check():
+            _try_config(space, {**defaults, p.key: value}, False, f"{where}: params.{p.key}={value!r}")
+
+
+def _try_config(space: SearchSpace, sampled: dict[str, Any], retrain: bool, where: str) -> None:
+    try:
+        space.config(sampled, retrain=retrain)
+    except ConfigError as e:
+        raise SearchSpaceError(f"{where}: {e}") from None
+
+
+def _known(d: dict, keys: tuple[str, ...], prefix: str, fail) -> None:
+    for key in d:
+        if key not in keys:
+            raise fail(f"{prefix}{key}", f"unknown key (known: {', '.join(keys)})")
+
+
+def _mapping(value: Any, key: str, fail) -> dict:
+    if not isinstance(value, dict):
+        raise fail(key, f"expected a mapping, got {value!r}")
+    return value
+
+
+def _positive_int(value: Any, key: str, fail) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise fail(key, f"must be a positive whole number, got {value!r}")
+    return value

@@ -1,0 +1,202 @@
+"""Optuna plumbing for a study: storage from a URL, sampler and pruner by name, race-free creation.
+
+Storages: ``sqlite:///optuna.db`` (the default, one worker at a time), any SQLAlchemy RDB URL such
+as ``postgresql://user:pw@host/db`` (several machines; with heartbeats), and ``journal:PATH``
+(Optuna's journal file storage: several workers on one machine).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import warnings
+from collections.abc import Callable
+
+import optuna
+from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+
+from cnnexp.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STORAGE = "sqlite:///optuna.db"
+JOURNAL_PREFIX = "journal:"
+SAMPLERS = ("tpe", "random", "cmaes", "qmc")
+PRUNERS = ("median", "hyperband", "none")
+# A trial whose worker has been silent this long is failed and retried (RDB storages only).
+HEARTBEAT_INTERVAL = 60
+HEARTBEAT_RETRIES = 1
+
+StaleTrialHook = Callable[[optuna.Study, FrozenTrial], None]
+
+
+def display_url(url: str) -> str:
+    """The storage URL without its password, safe to tag on a run or print."""
+    if url.startswith(JOURNAL_PREFIX):
+        return url
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def make_storage(
+    url: str, *, heartbeat_interval: int = HEARTBEAT_INTERVAL, on_stale_trial: StaleTrialHook | None = None
+) -> optuna.storages.BaseStorage:
+    """Open the storage. RDB storages get heartbeats: a killed worker's trial is failed, then retried."""
+    if url.startswith(JOURNAL_PREFIX):
+        path = url[len(JOURNAL_PREFIX) :]
+        if not path:
+            raise ConfigError("--storage journal:PATH needs a file path, e.g. journal:./study.log")
+        return JournalStorage(JournalFileBackend(path))
+    try:
+        make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            f"--storage {url!r} is not a database URL (sqlite:///FILE, postgresql://...) or journal:PATH"
+        ) from None
+    with warnings.catch_warnings():
+        # Heartbeats and the retry callback are marked experimental by Optuna (for years); not news.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=HEARTBEAT_RETRIES)
+
+    def stale(study: optuna.Study, trial: FrozenTrial) -> None:
+        if on_stale_trial is not None:
+            on_stale_trial(study, trial)
+        retry(study, trial)
+
+    # Two workers starting together on a fresh SQLite file can collide while creating its tables.
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(
+                    url,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=2 * heartbeat_interval,
+                    heartbeat_stale_trial_callback=stale,
+                )
+        except OperationalError as e:
+            if attempt == 4 or "locked" not in str(e):
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+WORKER_ATTR = "cnnexp.worker"
+
+
+def worker_id() -> str:
+    """host:pid:start-time of this process; the start time guards against a recycled pid."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+
+
+def _start_time(pid: int) -> str:
+    try:  # Linux: field 22 of /proc/<pid>/stat, in clock ticks since boot
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "?"
+
+
+def _alive(worker: str) -> bool:
+    host, pid, started = worker.rsplit(":", 2)
+    if host != socket.gethostname():
+        return True  # another machine's worker: only heartbeats (RDB storages) can tell
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return started == "?" or _start_time(int(pid)) == started
+
+
+def fail_dead_local_trials(study: optuna.Study, storage: optuna.storages.BaseStorage, on_dead: StaleTrialHook) -> None:
+    """Fail (and retry once) RUNNING trials whose worker process on this machine is gone.
+
+    The journal file storage has no heartbeats; this covers its use case, several workers on one
+    machine, when the next worker starts. Mirrors optuna.storages.fail_stale_trials.
+    """
+    if isinstance(storage, RDBStorage):
+        return  # heartbeats cover RDB storages, across machines too
+    retry = None
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get(WORKER_ATTR)
+        if not worker or _alive(worker):
+            continue
+        try:
+            # FrozenTrial._trial_id: the storage key, as Optuna's own fail_stale_trials uses it
+            if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker got there first
+        log.warning("trial %d: its worker %s is gone; marked FAIL and retried", trial.number, worker)
+        failed = storage.get_trial(trial._trial_id)
+        on_dead(study, failed)
+        if retry is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                retry = RetryHeartbeatStaleTrialCallback(max_retry=HEARTBEAT_RETRIES)
+        retry(study, failed)
+
+
+def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        # multivariate + group: conditional parameters are modelled jointly, not one by one.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=5)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "cmaes":
+        # CMA-ES handles the numeric parameters; categorical ones fall back to random sampling.
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "qmc":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+    raise ConfigError(f"--sampler {name!r} is not one of: {', '.join(SAMPLERS)}")
+
+
+def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
+    if name == "median":
+        # Compare from the second epoch on, once three trials have reported.
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ConfigError(f"--pruner {name!r} is not one of: {', '.join(PRUNERS)}")
+
+
+def create_or_load(
+    name: str,
+    storage: optuna.storages.BaseStorage,
+    direction: str,
+    sampler: optuna.samplers.BaseSampler,
+    pruner: optuna.pruners.BasePruner,
+) -> tuple[optuna.Study, bool]:
+    """Create the study, or load it if it exists; True when this process created it.
+
+    Creation is atomic in every Optuna storage, so when several workers start together exactly one
+    of them is the creator (and opens the MLflow parent run); the others load the study.
+    """
+    try:
+        study = optuna.create_study(
+            study_name=name, storage=storage, direction=direction, sampler=sampler, pruner=pruner
+        )
+        return study, True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+        if study.direction.name.lower() != direction:
+            raise ConfigError(
+                f"study {name!r} exists with direction {study.direction.name.lower()}, "
+                f"but this search space's objective wants {direction}"
+            ) from None
+        return study, False

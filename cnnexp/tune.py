@@ -1,0 +1,248 @@
+"""An Optuna study of tracked trainings: one trial = one :func:`cnnexp.train.train` run, nested.
+
+The objective only turns a trial into a config (via the search space) and trains it with a
+pruning callback; the validation metric is the value, never the test set. After the trials, the
+best COMPLETE trial's config is retrained on the full training data and evaluated once on the
+test set; that run's model is the study's result.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import keras
+import mlflow
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from optuna_integration import KerasPruningCallback
+
+from cnnexp import study_setup, study_tracking
+from cnnexp.config import ConfigError
+from cnnexp.search_space import SearchSpace, load_space, sample
+from cnnexp.study_report import log_report
+from cnnexp.study_tracking import ROLE_TAG, STUDY_TAG, retry_locked
+from cnnexp.train import TrainResult, train
+
+log = logging.getLogger(__name__)
+
+# The per-epoch metric reported to the pruner and the summary metric train() returns for it.
+SUMMARY_METRIC = {"val_accuracy": "best_val_accuracy", "val_loss": "best_val_loss"}
+
+
+@dataclass
+class TuneOptions:
+    space: str
+    study_name: str
+    n_trials: int
+    timeout: float | None = None
+    storage: str = study_setup.DEFAULT_STORAGE
+    sampler: str = "tpe"
+    pruner: str | optuna.pruners.BasePruner = "median"  # a pruner object: tests and library users
+    seed: int | None = None
+    retrain_best: bool = True
+    experiment_name: str = "cnnexp"
+    heartbeat_interval: int = study_setup.HEARTBEAT_INTERVAL
+
+
+@dataclass
+class TuneResult:
+    study: optuna.Study
+    parent_run_id: str
+    best: FrozenTrial | None
+    retrained: TrainResult | None
+
+
+class _PruneBetweenEpochs(KerasPruningCallback):
+    """Optuna's Keras pruning callback, but it stops fit() cleanly instead of raising through it.
+
+    Raising inside fit() would end the trial's run as a failure; stopping lets the run finish with
+    its partial history logged, and the objective then reports the trial as pruned.
+    """
+
+    def __init__(self, trial: optuna.Trial, monitor: str) -> None:
+        super().__init__(trial, monitor)
+        self.pruned: optuna.TrialPruned | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        try:
+            super().on_epoch_end(epoch, logs)
+        except optuna.TrialPruned as e:
+            self.pruned = e
+            self.model.stop_training = True
+
+
+def tune(opts: TuneOptions) -> TuneResult:
+    space = load_space(opts.space)  # a malformed space fails here, before any study or run exists
+    if opts.n_trials < 0:
+        raise ConfigError(f"--n-trials {opts.n_trials} must be >= 0")
+    # Under `mlflow run`, its run id is in the environment and the next start_run would resume it:
+    # take it out so trials get runs of their own, and point that launcher run at the study.
+    launcher_run_id = os.environ.pop("MLFLOW_RUN_ID", None)
+    storage_url = study_setup.display_url(opts.storage)
+
+    def on_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+        parent = study.user_attrs.get(study_tracking.PARENT_ATTR)
+        if parent:
+            reason = "worker stopped sending heartbeats (killed?); the trial is retried"
+            study_tracking.mark_trial(study.study_name, parent, trial, reason)
+
+    def on_dead_worker(study: optuna.Study, trial: FrozenTrial) -> None:
+        parent = study.user_attrs.get(study_tracking.PARENT_ATTR)
+        if parent:
+            reason = f"worker {trial.user_attrs.get(study_setup.WORKER_ATTR)} died (killed?); the trial is retried"
+            study_tracking.mark_trial(study.study_name, parent, trial, reason)
+
+    storage = study_setup.make_storage(
+        opts.storage, heartbeat_interval=opts.heartbeat_interval, on_stale_trial=on_stale_trial
+    )
+    pruner = opts.pruner
+    if isinstance(pruner, str):
+        pruner = study_setup.make_pruner(pruner, space.trial_epochs)
+    study, created = study_setup.create_or_load(
+        opts.study_name, storage, space.direction, study_setup.make_sampler(opts.sampler, opts.seed), pruner
+    )
+    if not created and opts.seed is not None:
+        # Joining or resuming workers must not replay the first worker's draws.
+        n_before = len(study.get_trials(deepcopy=False))
+        seed = int(np.random.SeedSequence([opts.seed, n_before, os.getpid()]).generate_state(1)[0])
+        study.sampler = study_setup.make_sampler(opts.sampler, seed)
+    parent_id = study_tracking.ensure_parent_run(study, created, storage, space, storage_url, opts.experiment_name)
+    parent = mlflow.MlflowClient().get_run(parent_id)
+    _check_same_space(study, space, parent_id)
+    retry_locked(lambda: mlflow.set_experiment(experiment_id=parent.info.experiment_id))
+    if launcher_run_id:
+        _point_launcher(launcher_run_id, opts.study_name, parent_id)
+
+    study_setup.fail_dead_local_trials(study, storage, on_dead_worker)
+    print(
+        f"study {opts.study_name!r} on {storage_url}: {'created' if created else 'resumed'}, "
+        f"parent run {parent_id}; {opts.n_trials} trial(s) to run",
+        flush=True,
+    )
+    with study_tracking.parent_running(parent_id):
+        retry_locked(lambda: mlflow.MlflowClient().set_tag(parent_id, "cnnexp.sampler", opts.sampler))
+        if opts.n_trials:
+            study.optimize(
+                _objective(space, opts.study_name, parent_id),
+                n_trials=opts.n_trials,
+                timeout=opts.timeout,
+                catch=(Exception,),  # a failing trial is recorded FAIL and the study goes on
+                callbacks=[_Progress(parent_id, opts.n_trials)],
+            )
+        best = study_tracking.log_best(parent_id, study)
+        log_report(parent_id, study)
+        retrained = None
+        if best is None:
+            print("no trial completed: nothing to retrain", flush=True)
+        elif opts.retrain_best and _already_retrained(study, best):
+            run_id = study.user_attrs["best_run_id"]
+            print(f"trial {best.number} is still the best and was retrained in run {run_id}", flush=True)
+        elif opts.retrain_best:
+            retrained = retrain_best(space, study, best, parent_id)
+    return TuneResult(study, parent_id, best, retrained)
+
+
+def _objective(space: SearchSpace, study_name: str, parent_id: str):
+    def objective(trial: optuna.Trial) -> float:
+        keras.backend.clear_session()  # no graph or layer-name build-up across trials
+        trial.set_user_attr(study_setup.WORKER_ATTR, study_setup.worker_id())
+        sampled = sample(trial, space)
+        cfg = space.config(sampled, extra={"run_name": f"{study_name}-trial-{trial.number}"})
+        pruning = _PruneBetweenEpochs(trial, space.objective)
+        result = train(
+            cfg,
+            parent_run_id=parent_id,
+            extra_callbacks=[pruning],
+            evaluate_test=False,
+            log_model=False,
+            tags=study_tracking.trial_tags(study_name, trial.number),
+        )
+        trial.set_user_attr("mlflow_run_id", result.run_id)
+        if pruning.pruned is not None:
+            raise pruning.pruned
+        return result.metrics[SUMMARY_METRIC[space.objective]]
+
+    return objective
+
+
+class _Progress:
+    """After each trial: mark its MLflow run with the state, update the parent's best, print a line."""
+
+    def __init__(self, parent_id: str, n_trials: int) -> None:
+        self.parent_id = parent_id
+        self.n_trials = n_trials
+        self.done = 0
+        self.started = time.monotonic()
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.done += 1
+        try:
+            study_tracking.mark_trial(study.study_name, self.parent_id, trial)
+            best = study_tracking.log_best(self.parent_id, study)
+        except Exception as e:  # noqa: BLE001 - a tracking hiccup must not stop the study
+            log.warning("could not update MLflow for trial %d: %s", trial.number, e)
+            best = study_tracking.best_trial(study)
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        value = "-" if trial.value is None else f"{trial.value:.4f}"
+        best_text = "none yet" if best is None else f"{best.value:.4f} (trial {best.number})"
+        reason = trial.system_attrs.get("fail_reason", "").splitlines()[:1]
+        print(
+            f"[{self.done}/{self.n_trials}] trial {trial.number} {trial.state.name} value={value} "
+            f"best={best_text} | study: {states.count(TrialState.COMPLETE)} complete, "
+            f"{states.count(TrialState.PRUNED)} pruned, {states.count(TrialState.FAIL)} failed | "
+            f"{time.monotonic() - self.started:.0f}s" + (f" | {reason[0]}" if reason else ""),
+            flush=True,
+        )
+
+
+def retrain_best(space: SearchSpace, study: optuna.Study, best: FrozenTrial, parent_id: str) -> TrainResult:
+    """Train the best trial's config on the full training data; test once; log the model."""
+    keras.backend.clear_session()
+    cfg = space.config(best.params, retrain=True, extra={"run_name": f"{study.study_name}-best"})
+    print(f"retraining trial {best.number}'s config on the full training data ({cfg.train.epochs} epochs)", flush=True)
+    tags = {STUDY_TAG: study.study_name, ROLE_TAG: "best", "cnnexp.best_trial": str(best.number)}
+    result = train(cfg, parent_run_id=parent_id, tags=tags)
+    client = mlflow.MlflowClient()
+    retry_locked(lambda: client.set_tag(parent_id, "cnnexp.best_run_id", result.run_id))
+    for name in ("test_accuracy", "test_macro_f1", "test_loss"):
+        if name in result.metrics:
+            retry_locked(lambda n=name: client.log_metric(parent_id, f"best_{n}", result.metrics[n]))
+    study.set_user_attr("best_run_id", result.run_id)
+    study.set_user_attr("best_run_trial", best.number)
+    print(
+        f"best model: run {result.run_id} (trial {best.number}), test_accuracy "
+        f"{result.metrics.get('test_accuracy', float('nan')):.4f}; model at runs:/{result.run_id}/model",
+        flush=True,
+    )
+    return result
+
+
+def _already_retrained(study: optuna.Study, best: FrozenTrial) -> bool:
+    """A resumed study whose best trial did not change keeps its retrained model (no second copy)."""
+    attrs = study.user_attrs
+    if attrs.get("best_run_trial") != best.number or not attrs.get("best_run_id"):
+        return False
+    try:
+        return mlflow.MlflowClient().get_run(attrs["best_run_id"]).info.status == "FINISHED"
+    except mlflow.exceptions.MlflowException:
+        return False  # the run was deleted: retrain
+
+
+def _check_same_space(study: optuna.Study, space: SearchSpace, parent_id: str) -> None:
+    known = study.user_attrs.get("space_digest")
+    if known is None:
+        study.set_user_attr("space_digest", space.digest)
+    elif known != space.digest:
+        log.warning("study %s was started with a different search space file; trials will mix both", study.study_name)
+        retry_locked(lambda: mlflow.MlflowClient().set_tag(parent_id, "cnnexp.space_changed", "true"))
+
+
+def _point_launcher(run_id: str, study_name: str, parent_id: str) -> None:
+    client = mlflow.MlflowClient()
+    tags = {STUDY_TAG: study_name, ROLE_TAG: "launcher", "cnnexp.study_run_id": parent_id}
+    for key, value in tags.items():
+        retry_locked(lambda k=key, v=value: client.set_tag(run_id, k, v))

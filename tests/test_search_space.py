@@ -1,0 +1,131 @@
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+import yaml
+
+from cnnexp.cli import main
+from cnnexp.search_space import SearchSpaceError, load_space, sample
+
+ROOT = Path(__file__).resolve().parents[1]
+
+VALID = {
+    "dataset": "digits",
+    "trials": {"epochs": 2, "train_subset": 500},
+    "retrain": {"epochs": 3},
+    "fixed": {"model.convs_per_block": 1},
+    "params": {
+        "train.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+        "train.optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
+        "train.momentum": {"type": "float", "low": 0.8, "high": 0.9, "when": {"train.optimizer": "sgd"}},
+        "model.blocks": {"type": "int", "low": 1, "high": 2},
+    },
+}
+
+
+def _write(tmp_path: Path, doc) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def _with(**changes) -> dict:
+    """VALID with dotted paths replaced (value None deletes the key)."""
+    doc = yaml.safe_load(yaml.safe_dump(VALID, sort_keys=False))
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split("/")
+        node = doc
+        for p in parents:
+            node = node[p]
+        if value is None:
+            del node[leaf]
+        else:
+            node[leaf] = value
+    return doc
+
+
+@pytest.mark.parametrize("name", ["digits", "fashion_mnist", "cifar10"])
+def test_shipped_spaces_parse(name):
+    space = load_space(ROOT / "search_spaces" / f"{name}.yaml")
+    assert space.dataset == name and space.direction == "maximize"
+    keys = {p.key for p in space.params}
+    for key in ("train.learning_rate", "train.batch_size", "train.optimizer", "model.dropout", "model.family"):
+        assert key in keys
+    lr = next(p for p in space.params if p.key == "train.learning_rate")
+    assert lr.log and lr.low < lr.high
+    assert any(p.when for p in space.params)  # every shipped space has a conditional parameter
+
+
+def test_sampling_follows_conditions_and_fidelity(tmp_path):
+    space = load_space(_write(tmp_path, VALID))
+    adam = sample(
+        optuna.trial.FixedTrial({"train.learning_rate": 0.002, "train.optimizer": "adam", "model.blocks": 2}), space
+    )
+    assert adam == {"train.learning_rate": 0.002, "train.optimizer": "adam", "model.blocks": 2}
+    fixed = {"train.learning_rate": 0.002, "train.optimizer": "sgd", "train.momentum": 0.85, "model.blocks": 1}
+    sgd = sample(optuna.trial.FixedTrial(fixed), space)
+    assert sgd["train.momentum"] == 0.85
+
+    trial_cfg = space.config(sgd)
+    assert (trial_cfg.train.epochs, trial_cfg.data.train_subset) == (2, 500)
+    assert trial_cfg.train.momentum == 0.85 and trial_cfg.model.convs_per_block == 1
+    retrain_cfg = space.config(sgd, retrain=True)
+    assert (retrain_cfg.train.epochs, retrain_cfg.data.train_subset) == (3, None)
+
+
+@pytest.mark.parametrize(
+    "doc, key, reason",
+    [
+        (_with(**{"budget": 3}), "budget", "unknown key"),
+        (_with(**{"params/model.blocks/lo": 1}), "params.model.blocks.lo", "unknown key"),
+        (_with(**{"params/model.blocks/low": 3}), "params.model.blocks", "low (3) > high (2)"),
+        (_with(**{"params/train.optimizer/choices": []}), "params.train.optimizer.choices", "non-empty list"),
+        (_with(**{"params/model.blocks/type": "integer"}), "params.model.blocks.type", "unknown type 'integer'"),
+        (_with(**{"params/model.blocks/low": "one"}), "params.model.blocks.low", "must be a number"),
+        (_with(**{"params/train.learning_rate/low": 0}), "params.train.learning_rate.low", "positive on a log"),
+        (_with(**{"trials/epochs": 0}), "trials.epochs", "positive whole number"),
+        (_with(**{"trials": None}), "trials", "missing"),
+        (_with(**{"objective": "test_accuracy"}), "objective", "'test_accuracy' is not one of"),
+        (
+            _with(**{"params/train.momentum/when": {"train.optimizer": "rmsprop"}}),
+            "params.train.momentum.when.train.optimizer",
+            "'rmsprop' is not one of its choices",
+        ),
+        (
+            _with(**{"params/train.momentum/when": {"model.blocks": 2}}),
+            "params.train.momentum.when.model.blocks",
+            "earlier categorical parameter",
+        ),
+        (_with(**{"params/model.nope": {"type": "int", "low": 1, "high": 2}}), "params.model.nope", "not a config key"),
+        (_with(**{"fixed/train.epochs": 5}), "fixed.train.epochs", "is set by trials.epochs"),
+        (
+            _with(**{"params/model.dropout": {"type": "float", "low": 0.1, "high": 1.5}}),
+            "params.model.dropout=1.5",
+            "model.dropout=1.5 must be in [0, 1)",
+        ),
+        (_with(**{"fixed/model.blocks": 3}), "fixed.model.blocks", "also a tuned parameter"),
+    ],
+)
+def test_malformed_space_names_file_key_and_reason(tmp_path, doc, key, reason):
+    path = _write(tmp_path, doc)
+    with pytest.raises(SearchSpaceError) as err:
+        load_space(path)
+    message = str(err.value)
+    assert str(path) in message and key in message and reason in message
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(SearchSpaceError, match="not found"):
+        load_space(tmp_path / "missing.yaml")
+    with pytest.raises(SearchSpaceError, match="not valid YAML"):
+        load_space(_write(tmp_path, "params: [unclosed"))
+
+
+def test_bad_space_fails_before_any_study_or_run(tracking, tmp_path, capsys):
+    path = _write(tmp_path, _with(**{"params/model.blocks/low": 3}))
+    code = main(["tune", "--space", str(path), "--study-name", "bad", "--n-trials", "1"])
+    assert code == 2
+    assert f"{path}: params.model.blocks: low (3) > high (2)" in capsys.readouterr().err
+    assert not (tmp_path / "optuna.db").exists()
+    assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []

@@ -1,0 +1,55 @@
+import optuna
+import pytest
+
+from cnnexp.config import ConfigError
+from cnnexp.study_setup import create_or_load, display_url, make_pruner, make_sampler, make_storage
+
+
+@pytest.mark.parametrize(
+    "name, cls",
+    [
+        ("tpe", optuna.samplers.TPESampler),
+        ("random", optuna.samplers.RandomSampler),
+        ("cmaes", optuna.samplers.CmaEsSampler),
+        ("qmc", optuna.samplers.QMCSampler),
+    ],
+)
+def test_samplers_by_name_are_seeded(name, cls):
+    def draws(sampler):
+        study = optuna.create_study(sampler=sampler)
+        study.optimize(lambda t: t.suggest_float("x", 0, 1) + t.suggest_float("y", 0, 1), n_trials=3)
+        return [t.params for t in study.trials]
+
+    assert isinstance(make_sampler(name, 7), cls)
+    assert draws(make_sampler(name, 7)) == draws(make_sampler(name, 7))
+
+
+def test_pruners_by_name_and_unknown_names():
+    assert isinstance(make_pruner("median", 4), optuna.pruners.MedianPruner)
+    assert isinstance(make_pruner("hyperband", 4), optuna.pruners.HyperbandPruner)
+    assert isinstance(make_pruner("none", 4), optuna.pruners.NopPruner)
+    with pytest.raises(ConfigError, match="--pruner 'asha' is not one of: median, hyperband, none"):
+        make_pruner("asha", 4)
+    with pytest.raises(ConfigError, match="--sampler 'grid' is not one of"):
+        make_sampler("grid", None)
+
+
+def test_storage_urls(tmp_path):
+    assert display_url("postgresql+psycopg://me:pw@db:5432/studies") == "postgresql+psycopg://me:***@db:5432/studies"
+    assert display_url("journal:./study.log") == "journal:./study.log"
+    journal = make_storage(f"journal:{tmp_path / 'study.log'}")
+    assert isinstance(journal, optuna.storages.JournalStorage)
+    with pytest.raises(ConfigError, match="journal:PATH needs a file path"):
+        make_storage("journal:")
+    with pytest.raises(ConfigError, match="is not a database URL"):
+        make_storage("study.db")
+
+
+def test_only_one_creator_and_direction_is_checked(tmp_path):
+    storage = make_storage(f"sqlite:///{tmp_path / 'o.db'}")
+    sampler, pruner = optuna.samplers.RandomSampler(0), optuna.pruners.NopPruner()
+    _, created = create_or_load("s", storage, "maximize", sampler, pruner)
+    _, again = create_or_load("s", storage, "maximize", sampler, pruner)
+    assert (created, again) == (True, False)
+    with pytest.raises(ConfigError, match="exists with direction maximize"):
+        create_or_load("s", storage, "minimize", sampler, pruner)

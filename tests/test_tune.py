@@ -1,0 +1,270 @@
+"""Studies end to end on digits with tiny models: nesting, resume, pruning, failures, heartbeats."""
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from optuna.trial import TrialState, create_trial
+
+from cnnexp.cli import main
+from cnnexp.study_tracking import FAILURE_TAG, best_trial
+from cnnexp.tune import TuneOptions, tune
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY_SPACE = {
+    "dataset": "digits",
+    "trials": {"epochs": 2, "train_subset": 600},
+    "retrain": {"epochs": 2},
+    "fixed": {"model.convs_per_block": 1, "model.head_units": 32, "train.batch_size": 64},
+    "params": {
+        "train.learning_rate": {"type": "float", "low": 2e-3, "high": 1e-2, "log": True},
+        "train.optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
+        "train.momentum": {"type": "float", "low": 0.8, "high": 0.9, "when": {"train.optimizer": "sgd"}},
+        "model.filters": {"type": "categorical", "choices": [4, 8]},
+    },
+}
+
+
+def write_space(tmp_path: Path, name: str = "tiny", **changes) -> Path:
+    doc = yaml.safe_load(yaml.safe_dump(TINY_SPACE, sort_keys=False))
+    doc.update(changes)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def study_runs(study_name: str) -> dict[str, list]:
+    runs = mlflow.search_runs(
+        search_all_experiments=True, filter_string=f"tags.`cnnexp.study` = '{study_name}'", output_format="list"
+    )
+    out: dict[str, list] = {}
+    for run in runs:
+        out.setdefault(run.data.tags["cnnexp.role"], []).append(run)
+    return out
+
+
+def artifact(run_id: str, path: str) -> str:
+    return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)
+
+
+def test_study_nests_trials_retrains_best_and_resumes(tracking, tmp_path, capsys):
+    space = write_space(tmp_path)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    argv = ["tune", "--space", str(space), "--study-name", "nest", "--storage", storage, "--seed", "3"]
+    assert main([*argv, "--n-trials", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "[1/2] trial 0 COMPLETE value=" in out and "[2/2] trial 1 COMPLETE" in out and "best=" in out
+
+    study = optuna.load_study(study_name="nest", storage=storage)
+    runs = study_runs("nest")
+    (parent,) = runs["study"]
+    parent_id = parent.info.run_id
+    assert study.user_attrs["mlflow_parent_run_id"] == parent_id
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["cnnexp.storage"] == storage
+
+    trials = {int(r.data.tags["cnnexp.trial_number"]): r for r in runs["trial"]}
+    assert sorted(trials) == [0, 1]
+    client = mlflow.MlflowClient()
+    for t in study.trials:
+        run = trials[t.number]
+        assert run.data.tags["mlflow.parentRunId"] == parent_id
+        assert run.info.status == "FINISHED" and run.data.tags["cnnexp.trial_state"] == "COMPLETE"
+        assert run.data.params["train.learning_rate"] == str(t.params["train.learning_rate"])
+        assert run.data.params["train.epochs"] == "2" and run.data.params["data.train_subset"] == "600"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [0, 1]
+        assert t.value == pytest.approx(run.data.metrics["best_val_accuracy"])
+        assert not any(name.startswith("test_") for name in run.data.metrics)  # the objective never sees test
+
+    # the parent's report: best value and params, trials table, Optuna's plots
+    best = max(study.trials, key=lambda t: t.value)
+    assert parent.data.metrics["best_value"] == pytest.approx(best.value)
+    assert parent.data.tags["cnnexp.best_trial"] == str(best.number)
+    table = pd.read_csv(artifact(parent_id, "trials.csv"))
+    assert table["number"].tolist() == [0, 1] and set(table["state"]) == {"COMPLETE"}
+    assert "params_train.learning_rate" in table.columns
+    plots = {a.path for a in client.list_artifacts(parent_id, "plots")}
+    for name in ("optimization_history", "param_importances", "parallel_coordinate", "slice"):
+        assert f"plots/{name}.png" in plots
+    assert open(artifact(parent_id, "plots/slice.png"), "rb").read(4) == b"\x89PNG"
+
+    # the retrained best: nested, full training data, tested once, with its model
+    (retrained,) = runs["best"]
+    assert retrained.data.tags["mlflow.parentRunId"] == parent_id and retrained.info.status == "FINISHED"
+    assert retrained.data.params["data.train_subset"] == "None"
+    assert retrained.data.params["split.train_size"] == "1257"
+    assert retrained.data.params["train.learning_rate"] == str(best.params["train.learning_rate"])
+    assert 0 <= retrained.data.metrics["test_accuracy"] <= 1
+    model = mlflow.models.get_model_info(f"runs:/{retrained.info.run_id}/model")
+    assert model.signature is not None and model.run_id == retrained.info.run_id
+    assert parent.data.tags["cnnexp.best_run_id"] == retrained.info.run_id
+
+    # resume: the same name adds trials to the same study and the same parent run
+    assert main([*argv, "--n-trials", "1", "--no-retrain-best"]) == 0
+    assert "resumed" in capsys.readouterr().out
+    study = optuna.load_study(study_name="nest", storage=storage)
+    assert [t.number for t in study.trials] == [0, 1, 2]
+    runs = study_runs("nest")
+    assert [r.info.run_id for r in runs["study"]] == [parent_id]
+    assert len(runs["best"]) == 1
+    assert sorted(int(r.data.tags["cnnexp.trial_number"]) for r in runs["trial"]) == [0, 1, 2]
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs["trial"]} == {parent_id}
+    assert len(pd.read_csv(artifact(parent_id, "trials.csv"))) == 3
+
+
+class PruneTrialOne(optuna.pruners.BasePruner):
+    """Deterministic: trial 1 is pruned at its first report, every other trial runs to the end."""
+
+    def prune(self, study, trial) -> bool:
+        return trial.number == 1
+
+
+def test_pruned_trial_marked_in_optuna_and_mlflow(tracking, tmp_path):
+    space = write_space(tmp_path)
+    opts = TuneOptions(str(space), "prune", n_trials=2, storage=f"sqlite:///{tmp_path / 'o.db'}", seed=0)
+    opts.pruner, opts.retrain_best = PruneTrialOne(), False
+    result = tune(opts)
+    states = [t.state for t in result.study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.PRUNED]
+    assert result.best.number == 0
+
+    trials = {int(r.data.tags["cnnexp.trial_number"]): r for r in study_runs("prune")["trial"]}
+    assert trials[1].data.tags["cnnexp.trial_state"] == "PRUNED"
+    assert trials[1].info.status == "FINISHED"  # stopped on purpose, not a failure
+    history = mlflow.MlflowClient().get_metric_history(trials[1].info.run_id, "val_accuracy")
+    assert [m.step for m in history] == [0]  # stopped after the epoch it was pruned at
+    assert trials[0].data.tags["cnnexp.trial_state"] == "COMPLETE"
+
+
+def test_best_trial_ignores_pruned_partial_values():
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(create_trial(state=TrialState.PRUNED, value=0.99, intermediate_values={0: 0.99}))
+    study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.5))
+    study.add_trial(create_trial(state=TrialState.FAIL))
+    assert best_trial(study).number == 1
+
+
+def test_failing_trials_are_recorded_and_the_study_goes_on(tracking, tmp_path, capsys):
+    diverging = {
+        "train.optimizer": "sgd",
+        "train.learning_rate": 1e12,
+        "model.batch_norm": False,
+        "model.dropout": 0,
+        "model.head_dropout": 0,
+    }
+    params = {"model.filters": {"type": "categorical", "choices": [4, 8]}}
+    space = write_space(tmp_path, fixed={**TINY_SPACE["fixed"], **diverging}, params=params)
+    result = tune(TuneOptions(str(space), "fail", n_trials=2, storage=f"sqlite:///{tmp_path / 'o.db'}", seed=0))
+
+    assert [t.state for t in result.study.trials] == [TrialState.FAIL, TrialState.FAIL]  # both ran
+    assert result.best is None and result.retrained is None
+    assert "nothing to retrain" in capsys.readouterr().out
+    runs = study_runs("fail")
+    assert runs["study"][0].info.status == "FINISHED" and "best" not in runs
+    for run in runs["trial"]:
+        assert run.info.status == "FAILED"
+        assert run.data.tags["cnnexp.trial_state"] == "FAIL"
+        assert "TrainingDiverged: loss became" in run.data.tags[FAILURE_TAG]
+
+
+def _cnnexp(*args: str, tmp_path: Path, tracking: str) -> subprocess.Popen:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking}
+    return subprocess.Popen(
+        [sys.executable, "-m", "cnnexp", "tune", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_two_workers_share_one_journal_study(tracking, tmp_path):
+    space = write_space(tmp_path)
+    args = ["--space", str(space), "--study-name", "par", "--storage", "journal:./study.log", "--n-trials", "2"]
+    workers = [
+        _cnnexp(*args, "--seed", "5", "--no-retrain-best", tmp_path=tmp_path, tracking=tracking) for _ in range(2)
+    ]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    assert sum("created, parent run" in o for o in outputs) == 1  # exactly one worker created the study
+
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.log")))
+    study = optuna.load_study(study_name="par", storage=storage)
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    runs = study_runs("par")
+    (parent,) = runs["study"]
+    numbers = sorted(int(r.data.tags["cnnexp.trial_number"]) for r in runs["trial"])
+    assert numbers == [0, 1, 2, 3]  # every trial once, none duplicated
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs["trial"]} == {parent.info.run_id}
+    # the workers sampled different configurations
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4
+
+
+@pytest.mark.slow  # a worker process is started and killed mid-trial: ~1.5 min on a busy 2-core machine
+@pytest.mark.parametrize(
+    "storage, reason",
+    [("sqlite:///o.db", "stopped sending heartbeats"), ("journal:./study.log", "died (killed?)")],
+    ids=["rdb-heartbeat", "journal-dead-pid"],
+)
+def test_killed_worker_trial_is_failed_and_retried(tracking, tmp_path, storage, reason):
+    space = write_space(tmp_path, trials={"epochs": 200})  # long enough to be killed mid-trial
+    args = ["--space", str(space), "--study-name", "hb", "--storage", storage, "--n-trials", "1"]
+    worker = _cnnexp(*args, tmp_path=tmp_path, tracking=tracking)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        runs = study_runs("hb").get("trial", [])
+        if runs and mlflow.MlflowClient().get_metric_history(runs[0].info.run_id, "val_accuracy"):
+            break  # the trial is training: kill its worker mid-fit
+        time.sleep(1)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.communicate()
+    assert [t.state for t in optuna.load_study(study_name="hb", storage=_storage(storage)).trials] == [
+        TrialState.RUNNING
+    ]
+
+    # The next worker (short heartbeat for RDB) fails the orphaned trial and retries it with its params.
+    time.sleep(2.5)
+    space_short = write_space(tmp_path, name="short")
+    opts = TuneOptions(str(space_short), "hb", n_trials=1, storage=storage, retrain_best=False, heartbeat_interval=1)
+    result = tune(opts)
+    killed, retried = result.study.trials
+    assert killed.state == TrialState.FAIL
+    assert retried.state == TrialState.COMPLETE and retried.params == killed.params
+    assert retried.system_attrs["failed_trial"] == killed.number
+    runs = {int(r.data.tags["cnnexp.trial_number"]): r for r in study_runs("hb")["trial"]}
+    assert runs[0].info.status == "FAILED" and runs[0].data.tags["cnnexp.trial_state"] == "FAIL"
+    assert reason in runs[0].data.tags[FAILURE_TAG]
+    assert runs[1].info.status == "FINISHED"
+
+
+def _storage(url: str):
+    if url.startswith("journal:"):
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url[len("journal:") :]))
+    return url
+
+
+@pytest.mark.slow
+def test_mlflow_run_tune_entry_point(tracking, tmp_path):
+    space = write_space(tmp_path)
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "PATH": path}
+    cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "tune", "--env-manager", "local"]
+    cmd += ["-P", f"space={space}", "-P", "n_trials=2", "-P", f"storage=sqlite:///{tmp_path / 'o.db'}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = study_runs("tiny")  # the study is named after the space file
+    assert len(runs["study"]) == 1 and len(runs["trial"]) == 2 and len(runs["best"]) == 1
+    assert runs["launcher"][0].data.tags["cnnexp.study_run_id"] == runs["study"][0].info.run_id
+    assert io.StringIO(proc.stdout).read().count("COMPLETE value=") == 2
