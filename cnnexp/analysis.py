@@ -19,6 +19,7 @@ from cnnexp.evaluate import Evaluation
 OVERFIT_GAP = 0.03
 UNDERFIT_TRAIN_ACCURACY = 0.90
 WELL_CALIBRATED_ECE = 0.02
+REGULARISED_GAP = 0.01
 
 
 @dataclass
@@ -138,6 +139,14 @@ def fit_diagnosis(history: dict[str, list[float]]) -> tuple[str, str]:
         return "still improving", (
             f"No overfitting yet: {where} (gap {gap * 100:+.1f} points) and validation loss was still falling "
             "at the last epoch, so more epochs are likely to help."
+        )
+    if gap < -REGULARISED_GAP:
+        # Keras measures train accuracy with dropout and augmentation on, so it can sit below validation.
+        return "underfit", (
+            f"No overfitting, rather underfitting: {where}. Train accuracy is measured with dropout and "
+            f"augmentation active, and it stays {-gap * 100:.1f} points below validation; validation loss "
+            f"stopped improving after epoch {best + 1}. The limit is capacity or regularisation strength: "
+            "try more filters or blocks, or less dropout or augmentation."
         )
     if acc[best] < UNDERFIT_TRAIN_ACCURACY:
         return "underfit", (
