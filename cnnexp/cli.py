@@ -89,11 +89,11 @@ def cmd_explore(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if args.study:
-        from cnnexp.study_report import report_study
+        from cnnexp.report_study import report_study
 
         report = report_study(args.study, out or Path("reports") / f"study-{args.study}", log=not args.no_log)
     else:
-        from cnnexp.report import report_run
+        from cnnexp.report_run import report_run
 
         name = args.run or args.model.replace("models:/", "").replace("/", "-").replace("@", "-")
         report = report_run(args.run, out or Path("reports") / name, log=not args.no_log, model_uri=args.model)

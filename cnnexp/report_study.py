@@ -112,12 +112,24 @@ def study_from_trials(trials: pd.DataFrame, name: str, direction: str) -> optuna
     return study
 
 
+def _open_storage(url: str) -> str | optuna.storages.BaseStorage:
+    """An RDB URL as is; ``journal:PATH`` (tuning's several-workers storage) as Optuna's journal file."""
+    if url.startswith("journal:"):
+        path = Path(url.removeprefix("journal:"))
+        if not path.is_file():
+            raise FileNotFoundError(f"journal file {path} does not exist")
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        return JournalStorage(JournalFileBackend(str(path)))
+    return url
+
+
 def load_study(name: str, study_run: mlflow.entities.Run, trials: pd.DataFrame) -> tuple[optuna.Study, str]:
     """The study from its Optuna storage, or rebuilt from trials.csv; with a note saying which."""
     storage = study_run.data.tags.get(STORAGE_TAG)
     if storage:
         try:
-            study = optuna.load_study(study_name=name, storage=storage)
+            study = optuna.load_study(study_name=name, storage=_open_storage(storage))
             return study, f"loaded from its Optuna storage `{storage}`"
         except Exception as e:  # noqa: BLE001 - fall back to the artifact, and say why
             log.warning("cannot open Optuna storage %s (%s); rebuilding from %s", storage, e, TRIALS_CSV)

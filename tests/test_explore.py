@@ -1,0 +1,31 @@
+import mlflow
+import pandas as pd
+from PIL import Image
+
+from cnnexp.cli import main
+
+
+def test_explore_writes_and_logs_files(tracking, tmp_path, capsys):
+    out = tmp_path / "expl"
+    assert main(["explore", "--dataset", "digits", "--experiment-name", "tests", "--out", str(out)]) == 0
+    counts = pd.read_csv(out / "class_counts.csv", dtype={"class": str})
+    assert counts["class"].tolist() == [str(i) for i in range(10)]
+    assert counts[["train", "val", "test"]].sum().tolist() == [1257, 180, 360]  # the split training uses
+    for png in ("sample_grid.png", "class_counts.png", "pixel_histogram.png", "mean_images.png"):
+        with Image.open(out / png) as img:
+            assert img.size[0] >= 400, png
+    summary = (out / "summary.md").read_text()
+    assert "8x8 pixels, 1 channel(s), 10 classes" in summary and "1257 train, 180 validation, 360 test" in summary
+
+    run = mlflow.search_runs(experiment_names=["tests"], output_format="list")[0]
+    assert run.info.status == "FINISHED" and run.data.tags["cnnexp.kind"] == "exploration"
+    assert run.data.params["split.test_size"] == "360" and len(run.data.tags["cnnexp.data_hash"]) == 64
+    logged = {f.path for f in mlflow.MlflowClient().list_artifacts(run.info.run_id, "exploration")}
+    assert {f"exploration/{p.name}" for p in out.iterdir()} == logged
+    assert run.info.run_id in capsys.readouterr().out
+
+
+def test_explore_bad_dataset_is_named(tracking, tmp_path, capsys):
+    assert main(["explore", "--dataset", "imagenet", "--out", str(tmp_path / "x")]) == 2
+    assert "data.dataset='imagenet' is unknown" in capsys.readouterr().err
+    assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
