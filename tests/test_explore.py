@@ -1,8 +1,15 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import mlflow
 import pandas as pd
 from PIL import Image
 
 from cnnexp.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_explore_writes_and_logs_files(tracking, tmp_path, capsys):
@@ -29,3 +36,19 @@ def test_explore_bad_dataset_is_named(tracking, tmp_path, capsys):
     assert main(["explore", "--dataset", "imagenet", "--out", str(tmp_path / "x")]) == 2
     assert "data.dataset='imagenet' is unknown" in capsys.readouterr().err
     assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
+
+
+def test_mlflow_run_explore_entry_point(tracking, tmp_path):
+    """`mlflow run . -e explore --env-manager local`: the exploration lands in the run MLflow created."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "PATH": path}
+    cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "explore", "--env-manager", "local"]
+    cmd += ["--experiment-name", "proj", "-P", "dataset=digits", "-P", f"out={tmp_path / 'out'}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = mlflow.search_runs(experiment_names=["proj"], output_format="list")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.tags["cnnexp.kind"] == "exploration"
+    assert runs[0].data.tags["mlflow.project.entryPoint"] == "explore"
+    logged = {f.path for f in mlflow.MlflowClient().list_artifacts(runs[0].info.run_id, "exploration")}
+    assert "exploration/sample_grid.png" in logged and (tmp_path / "out" / "sample_grid.png").is_file()
