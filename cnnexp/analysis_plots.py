@@ -47,7 +47,7 @@ def error_gallery(images: np.ndarray, wrong: pd.DataFrame, columns: int = 8) -> 
     """The most confidently wrong test images, each titled true -> predicted (confidence)."""
     n = max(len(wrong), 1)
     rows = int(np.ceil(n / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.9 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 2.2 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, (_, r) in zip(axes.flat, wrong.iterrows(), strict=False):
