@@ -100,7 +100,7 @@ def mean_images(x: np.ndarray, y: np.ndarray, class_names: tuple[str, ...]) -> F
     n = len(class_names)
     columns = min(n, 5)
     rows = int(np.ceil(n / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2.5 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for c, (ax, name) in enumerate(zip(axes.flat, class_names, strict=False)):
@@ -125,13 +125,21 @@ def summary_markdown(name: str, split: Split, counts: pd.DataFrame) -> str:
         f"- split: {totals['train']} train, {totals['val']} validation, {totals['test']} test "
         f"(split hash {split.split_hash}, data hash {split.data_hash[:12]}...)",
         f"- training pixels: mean {x.mean():.1f}, std {x.std():.1f}, {np.mean(x == 0) * 100:.1f}% exactly 0",
-        f"- class balance (train): smallest {counts['class'][share.idxmin()]} {share.min() * 100:.1f}%, "
-        f"largest {counts['class'][share.idxmax()]} {share.max() * 100:.1f}%",
+        _balance(counts["class"], share),
         "",
         counts.to_markdown(index=False),
         "",
     ]
     return "\n".join(lines)
+
+
+def _balance(names: pd.Series, share: pd.Series) -> str:
+    if share.max() - share.min() < 0.0005:
+        return f"- class balance (train): balanced, {share.iloc[0] * 100:.1f}% each"
+    return (
+        f"- class balance (train): smallest {names[share.idxmin()]} {share.min() * 100:.1f}%, "
+        f"largest {names[share.idxmax()]} {share.max() * 100:.1f}%"
+    )
 
 
 def write_exploration(cfg: ExperimentConfig, out_dir: Path) -> tuple[Split, pd.DataFrame, list[Path]]:
