@@ -114,7 +114,7 @@ def fit_diagnosis(history: dict[str, list[float]]) -> tuple[str, str]:
     """(verdict, sentence) about over/underfitting from the per-epoch curves, at the best epoch.
 
     The best epoch is the one with the lowest validation loss: early stopping restores its weights.
-    Verdicts: ``overfit``, ``underfit``, ``still improving``, ``good fit`` or ``unknown``.
+    Verdicts: ``overfit``, ``underfit``, ``capacity-limited``, ``still improving``, ``good fit`` or ``unknown``.
     """
     val_loss, acc, val_acc = history.get("val_loss"), history.get("accuracy"), history.get("val_accuracy")
     if not val_loss or not acc or not val_acc:
@@ -142,11 +142,11 @@ def fit_diagnosis(history: dict[str, list[float]]) -> tuple[str, str]:
         )
     if gap < -REGULARISED_GAP:
         # Keras measures train accuracy with dropout and augmentation on, so it can sit below validation.
-        return "underfit", (
-            f"No overfitting, rather underfitting: {where}. Train accuracy is measured with dropout and "
-            f"augmentation active, and it stays {-gap * 100:.1f} points below validation; validation loss "
-            f"stopped improving after epoch {best + 1}. The limit is capacity or regularisation strength: "
-            "try more filters or blocks, or less dropout or augmentation."
+        return "capacity-limited", (
+            f"No overfitting by accuracy: {where}. Train accuracy is measured with dropout and augmentation "
+            f"active, and it stays {-gap * 100:.1f} points below validation. Validation loss stopped improving "
+            f"after epoch {best + 1} while training went on, so more epochs alone will not help; more capacity "
+            "(filters, blocks) or less dropout or augmentation might."
         )
     if acc[best] < UNDERFIT_TRAIN_ACCURACY:
         return "underfit", (
@@ -197,7 +197,7 @@ def findings(a: Analysis) -> dict[str, list[str]]:
             "90% confidence: look at them for label noise or genuinely ambiguous items."
         )
     verdict, fit_text = fit_diagnosis(a.history)
-    (limits if verdict in ("overfit", "underfit") else strengths).append(fit_text)
+    (limits if verdict in ("overfit", "underfit", "capacity-limited") else strengths).append(fit_text)
     cal_text = calibration_sentence(a.calibration)
     (strengths if a.calibration.ece <= WELL_CALIBRATED_ECE else limits).append(cal_text)
 
@@ -212,6 +212,8 @@ def findings(a: Analysis) -> dict[str, list[str]]:
         next_steps.append("Raise model.dropout or data.augment.* and compare validation loss curves.")
     elif verdict in ("underfit", "still improving"):
         next_steps.append("Raise train.epochs (with early stopping kept on) or model.blocks / model.filters.")
+    elif verdict == "capacity-limited":
+        next_steps.append("Raise model.filters or model.blocks, or lower model.dropout / data.augment.*, and compare.")
     else:
         next_steps.append("Tune learning rate and width with `cnnexp tune` to find the remaining points.")
     if a.calibration.ece > WELL_CALIBRATED_ECE:

@@ -39,6 +39,10 @@ class RunReport:
     metrics: pd.DataFrame  # metric, logged, recomputed, match
 
 
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def metric_check(logged: dict[str, float], a: Analysis) -> pd.DataFrame:
     recomputed = {**a.evaluation.metrics, "test_ece": a.calibration.ece}
     rows = []
@@ -48,7 +52,7 @@ def metric_check(logged: dict[str, float], a: Analysis) -> pd.DataFrame:
             match = "not logged"  # e.g. test_ece, for runs trained before it was logged
         else:
             match = "yes" if abs(old - new) <= MATCH_TOLERANCE else "NO"
-        rows.append({"metric": name, "logged": old, "recomputed": new, "match": match})
+        rows.append({"metric": name, "logged": _num(old), "recomputed": _num(new), "match": match})
     return pd.DataFrame(rows)
 
 

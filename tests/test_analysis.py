@@ -75,7 +75,10 @@ def test_confidently_wrong_sorted_and_only_wrong():
             "still improving",
         ),
         ({"accuracy": [0.9, 0.95, 0.97], "val_accuracy": [0.9, 0.94, 0.93], "val_loss": [0.3, 0.2, 0.25]}, "good fit"),
-        ({"accuracy": [0.85, 0.89, 0.9], "val_accuracy": [0.9, 0.93, 0.92], "val_loss": [0.3, 0.2, 0.25]}, "underfit"),
+        (
+            {"accuracy": [0.85, 0.89, 0.9], "val_accuracy": [0.9, 0.93, 0.92], "val_loss": [0.3, 0.2, 0.25]},
+            "capacity-limited",
+        ),
         ({}, "unknown"),
     ],
 )

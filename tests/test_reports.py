@@ -87,7 +87,7 @@ def test_report_for_run(store, capsys):
     for section in ("## Misclassifications", "## Calibration", "## Findings", "### Next steps"):
         assert section in text
     logged = mlflow.get_run(result.run_id).data.metrics
-    row = re.search(r"\| test_accuracy \|\s+([\d.]+) \|\s+([\d.]+) \| (\w+)", text)
+    row = re.search(r"\| test_accuracy\s*\|\s*([\d.]+)\s*\|\s*([\d.]+)\s*\|\s*(\w+)", text)
     assert row.group(1) == row.group(2) == f"{logged['test_accuracy']:.4f}" and row.group(3) == "yes"
     assert "All recomputed values match the logged ones." in text
     links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
