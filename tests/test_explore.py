@@ -5,6 +5,7 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+import pytest
 from PIL import Image
 
 from cnnexp.cli import main
@@ -52,3 +53,14 @@ def test_mlflow_run_explore_entry_point(tracking, tmp_path):
     assert runs[0].data.tags["mlflow.project.entryPoint"] == "explore"
     logged = {f.path for f in mlflow.MlflowClient().list_artifacts(runs[0].info.run_id, "exploration")}
     assert "exploration/sample_grid.png" in logged and (tmp_path / "out" / "sample_grid.png").is_file()
+
+
+@pytest.mark.slow
+def test_explore_fashion_mnist(tracking, tmp_path):
+    """The real Fashion-MNIST files (Debian's dataset-fashion-mnist): named classes, the official test set."""
+    out = tmp_path / "fm"
+    assert main(["explore", "--dataset", "fashion_mnist", "--out", str(out)]) == 0
+    counts = pd.read_csv(out / "class_counts.csv")
+    assert counts["class"].tolist()[:3] == ["T-shirt/top", "Trouser", "Pullover"]
+    assert set(counts["train"]) == {5400} and set(counts["val"]) == {600} and set(counts["test"]) == {1000}
+    assert "balanced, 10.0% each" in (out / "summary.md").read_text()
