@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 STUDY_TAG, ROLE_TAG, STORAGE_TAG, DIRECTION_TAG = "cnnexp.study", "cnnexp.role", "cnnexp.storage", "cnnexp.direction"
 TRIALS_CSV = "trials.csv"
+MIN_TRIALS_FOR_IMPORTANCE = 5
 FIGURES = "figures"
 HISTORY_PNG, IMPORTANCE_PNG = "optimization_history.png", "param_importances.png"
 
@@ -142,7 +143,8 @@ def load_study(name: str, study_run: mlflow.entities.Run, trials: pd.DataFrame) 
 
 def importances(study: optuna.Study) -> dict[str, float]:
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if len(complete) < 2 or not study.best_trial.params:
+    # fANOVA fits a random forest to the trials; on a handful of points its ranking is noise.
+    if len(complete) < MIN_TRIALS_FOR_IMPORTANCE or not study.best_trial.params:
         return {}
     try:
         return optuna.importance.get_param_importances(study)
@@ -169,10 +171,12 @@ def lessons(trials: pd.DataFrame, direction: str, imp: dict[str, float]) -> list
     maximize = direction == "maximize"
     best = done["value"].max() if maximize else done["value"].min()
     first = done.sort_values("number")["value"].iloc[0]
-    out.append(
-        f"Best value {best:.4f} against a median of {done['value'].median():.4f} over completed trials "
-        f"and {first:.4f} for the first one: the search gained {abs(best - first):.4f}."
+    gain = (
+        f"the search gained {abs(best - first):.4f} over the first trial"
+        if best != first
+        else "the first trial is still the best: run more trials"
     )
+    out.append(f"Best value {best:.4f} against a median of {done['value'].median():.4f} over completed trials; {gain}.")
     ranked = done.sort_values("value", ascending=not maximize)
     top = ranked.head(max(1, len(ranked) // 4))
     for key, share in list(imp.items())[:2]:
@@ -208,7 +212,7 @@ def render(name: str, study_run, best_run, trials, study, note, imp) -> str:
         "",
         "## Best trials",
         "",
-        table(top),
+        table(top, floatfmt=".4g"),
         "",
         "## Search progress",
         "",
@@ -221,7 +225,10 @@ def render(name: str, study_run, best_run, trials, study, note, imp) -> str:
         frame = pd.DataFrame({"parameter": list(imp), "importance": list(imp.values())})
         lines += [image(f"{FIGURES}/{IMPORTANCE_PNG}", "parameter importances"), "", table(frame), ""]
     else:
-        lines += ["_Not enough completed trials with varied parameters to estimate importances._", ""]
+        lines += [
+            f"_Importances need at least {MIN_TRIALS_FOR_IMPORTANCE} completed trials with varied parameters._",
+            "",
+        ]
     lines += ["## Retrained best model", ""]
     if best_run is not None:
         metrics = {k: v for k, v in sorted(best_run.data.metrics.items()) if k.startswith(("test_", "best_val"))}
