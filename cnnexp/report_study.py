@@ -5,7 +5,8 @@ What it reads (written by ``cnnexp tune``):
 - the study's parent MLflow run, tagged ``cnnexp.study=<name>`` and ``cnnexp.role=study``, with a
   ``trials.csv`` artifact (Optuna's ``study.trials_dataframe()``: number, value, state, params_*)
   and the Optuna storage URL in tag ``cnnexp.storage``;
-- optionally the retrained best run, tagged ``cnnexp.study=<name>`` and ``cnnexp.role=best``.
+- optionally the retrained best run, tagged ``cnnexp.study=<name>`` and ``cnnexp.role=best`` (or
+  named by the study run's tag ``cnnexp.best_run_id``).
 
 Parameter importances and plots come from Optuna itself, on the study loaded from its storage;
 when the storage cannot be opened (another machine, a moved file), an equivalent in-memory study is
@@ -32,6 +33,7 @@ from cnnexp.run_record import RunError
 log = logging.getLogger(__name__)
 
 STUDY_TAG, ROLE_TAG, STORAGE_TAG, DIRECTION_TAG = "cnnexp.study", "cnnexp.role", "cnnexp.storage", "cnnexp.direction"
+BEST_RUN_TAG = "cnnexp.best_run_id"
 TRIALS_CSV = "trials.csv"
 MIN_TRIALS_FOR_IMPORTANCE = 5
 FIGURES = "figures"
@@ -63,7 +65,12 @@ def find_runs(name: str) -> tuple[mlflow.entities.Run, mlflow.entities.Run | Non
             f"no study named {name!r} in {mlflow.get_tracking_uri()}: expected a run tagged "
             f"{STUDY_TAG}={name} and {ROLE_TAG}=study (made by `cnnexp tune --study-name {name}`)"
         )
-    return by_role["study"], by_role.get("best")
+    study_run = by_role["study"]
+    best_id = study_run.data.tags.get(BEST_RUN_TAG)  # tuning also points at its retrained best directly
+    if best_id:
+        best = next((r for r in runs if r.info.run_id == best_id), None)
+        return study_run, best or by_role.get("best")
+    return study_run, by_role.get("best")
 
 
 def load_trials(run_id: str) -> pd.DataFrame:
