@@ -20,6 +20,8 @@ import tensorflow as tf
 
 import cnnexp
 from cnnexp import plots
+from cnnexp.analysis import analyze
+from cnnexp.analysis_files import log_analysis
 from cnnexp.config import ExperimentConfig, TrainConfig
 from cnnexp.datasets import load_dataset
 from cnnexp.evaluate import evaluate
@@ -188,6 +190,8 @@ def train(
                 plots.confusion_figure(result.confusion, split.class_names, normalize=True),
                 "plots/confusion_matrix_normalized.png",
             )
+            # Mistakes, calibration and a written summary of strengths and limits (analysis/).
+            metrics.update(log_analysis(analyze(result, split.class_names, history), split.x_test))
         if log_model:
             log_image_model(model, split.class_names, split.x_test[:2])
         return TrainResult(run.info.run_id, model, history, split, metrics)

@@ -1,0 +1,61 @@
+"""Figures about a trained model's mistakes and confidence: reliability diagram, gallery of errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from cnnexp.analysis import Calibration
+from cnnexp.plots import plt
+
+
+def show_image(ax, image: np.ndarray) -> None:
+    """One uint8 (h, w, c) image on an axis, grayscale or colour, no ticks. Shared with exploration."""
+    if image.ndim == 3 and image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
+    else:
+        ax.imshow(image.astype(np.uint8))
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def reliability_diagram(cal: Calibration) -> Figure:
+    """Accuracy against confidence per bin, with the diagonal of perfect calibration and the bin counts."""
+    fig, (ax, ax_count) = plt.subplots(2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    bins = cal.bins
+    centers = (bins["bin_lower"] + bins["bin_upper"]) / 2
+    width = float(bins["bin_upper"].iloc[0] - bins["bin_lower"].iloc[0])
+    ax.bar(centers, bins["accuracy"].fillna(0), width=width * 0.9, edgecolor="black", label="accuracy")
+    gap = (bins["confidence"] - bins["accuracy"]).fillna(0)
+    ax.bar(centers, gap, bottom=bins["accuracy"].fillna(0), width=width * 0.9, color="red", alpha=0.3, label="gap")
+    ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"reliability diagram (ECE {cal.ece:.4f})")
+    ax.legend(loc="upper left")
+    ax_count.bar(centers, bins["count"], width=width * 0.9, color="gray")
+    ax_count.set_yscale("log" if bins["count"].max() > 100 else "linear")
+    ax_count.set_xlabel("confidence")
+    ax_count.set_ylabel("images")
+    ax_count.set_xlim(0, 1)
+    fig.tight_layout()
+    return fig
+
+
+def error_gallery(images: np.ndarray, wrong: pd.DataFrame, columns: int = 8) -> Figure:
+    """The most confidently wrong test images, each titled true -> predicted (confidence)."""
+    n = max(len(wrong), 1)
+    rows = int(np.ceil(n / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 2.2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (_, r) in zip(axes.flat, wrong.iterrows(), strict=False):
+        ax.axis("on")
+        show_image(ax, images[int(r["index"])])
+        ax.set_title(f"{r['true']}\n-> {r['predicted']} ({r['confidence']:.2f})", fontsize=7)
+    if not len(wrong):
+        axes.flat[0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
+    fig.suptitle("most confidently wrong test images: true -> predicted (confidence)", fontsize=9)
+    fig.tight_layout()
+    return fig

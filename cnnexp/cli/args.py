@@ -1,0 +1,78 @@
+"""Argument helpers shared by the ``cnnexp`` subcommands."""
+
+from __future__ import annotations
+
+import argparse
+
+from cnnexp.config import ExperimentConfig
+
+# Flag -> dotted config key. Every flag is also reachable as --set KEY=VALUE.
+TRAIN_FLAGS = {
+    "dataset": "data.dataset",
+    "data_dir": "data.data_dir",
+    "train_subset": "data.train_subset",
+    "val_fraction": "data.val_fraction",
+    "test_fraction": "data.test_fraction",
+    "model_family": "model.family",
+    "blocks": "model.blocks",
+    "filters": "model.filters",
+    "optimizer": "train.optimizer",
+    "learning_rate": "train.learning_rate",
+    "batch_size": "train.batch_size",
+    "epochs": "train.epochs",
+    "label_smoothing": "train.label_smoothing",
+    "patience": "train.early_stopping_patience",
+    "lr_schedule": "train.lr_schedule",
+    "seed": "train.seed",
+    "experiment_name": "experiment_name",
+    "run_name": "run_name",
+}
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file with any of the config sections (data, model, train)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config value by its dotted key, e.g. --set model.dropout=0.3 (repeatable)",
+    )
+    for flag, key in TRAIN_FLAGS.items():
+        p.add_argument("--" + flag.replace("_", "-"), dest=flag, help=f"sets {key}")
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    from cnnexp.config import ConfigError, build_config, load_yaml
+
+    base = load_yaml(args.config) if args.config else {}
+    overrides: dict[str, str] = {}
+    for flag, key in TRAIN_FLAGS.items():
+        value = getattr(args, flag)
+        if value not in (None, ""):  # MLproject passes "" for "use the default"
+            overrides[key] = value
+    for item in args.set:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. model.blocks=3")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = value.strip()
+    return build_config(base, overrides)
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "on", ""):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def optional(tp):
+    """MLproject passes "" for "not set"."""
+
+    def parse(text: str):
+        return None if text.strip() == "" else tp(text)
+
+    parse.__name__ = tp.__name__
+    return parse

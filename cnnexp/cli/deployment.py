@@ -1,0 +1,60 @@
+"""``cnnexp promote`` and ``cnnexp app``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cnnexp.cli.args import parse_bool
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from cnnexp.registry import PromotionError, promote
+
+    # MLproject passes "" for an unused option; treat it as absent.
+    run_id, study = args.run or None, args.study or None
+    try:
+        decision = promote(args.model_name, run_id=run_id, study=study, force=args.force, metric=args.metric)
+    except PromotionError as e:
+        print(f"cnnexp: promotion error: {e}", file=sys.stderr)
+        return 1
+    print(decision.summary())
+    return 0
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    from cnnexp.webapp import AppError, serve
+
+    if args.max_upload_mb <= 0:
+        print("cnnexp: --max-upload-mb must be positive", file=sys.stderr)
+        return 2
+    try:
+        serve(args.model, host=args.host, port=args.port, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+    except AppError as e:
+        print(f"cnnexp: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("promote", help="register a run's model and make it champion if it beats the champion")
+    p.add_argument("--run", help="id of the training run whose model to promote")
+    p.add_argument("--study", help="promote the retrained best run of this Optuna study")
+    p.add_argument("--model-name", required=True, help="registered model name")
+    p.add_argument(
+        "--force",
+        nargs="?",
+        const=True,
+        default=False,
+        type=parse_bool,
+        help="make it champion even if it is not better (tagged on the version)",
+    )
+    p.add_argument("--metric", default="test_accuracy", help="test_accuracy (default), test_macro_f1 or test_loss")
+    p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser("app", help="web page and JSON endpoint that classify uploaded images")
+    p.add_argument("--model", required=True, help='model URI, e.g. "models:/NAME@champion"')
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--max-upload-mb", type=float, default=5.0, help="largest accepted image file (default 5 MB)")
+    p.set_defaults(func=cmd_app)
