@@ -54,9 +54,8 @@ def test_workers_share_one_postgres_study_and_tracking_server(tmp_path, postgres
         study = optuna.load_study(study_name="scale", storage=storage)
         trials = study.get_trials(deepcopy=False)
         n = workers * trials_each
-        assert len(trials) == n and sorted(t.number for t in trials) == list(
-            range(n)
-        )  # n distinct numbers: no duplicate, none lost
+        # n trials with n distinct numbers: none duplicated, none lost
+        assert len(trials) == n and sorted(t.number for t in trials) == list(range(n))
         assert all(t.state == TrialState.COMPLETE for t in trials)
         # every worker ran its share (four distinct processes wrote trials)
         assert len({t.user_attrs["cnnexp.worker"] for t in trials}) == workers
