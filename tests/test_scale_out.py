@@ -136,6 +136,8 @@ def _auth_ini(tmp_path: Path, password: str) -> Path:
         "admin_username = admin\n"
         f"admin_password = {password}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # each credential check is a deliberately slow PBKDF2 hash: cache the successful ones
+        "auth_cache_ttl_seconds = 60\n"
     )
     return ini
 
