@@ -19,7 +19,7 @@ from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrial
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError
 
 from cnnexp.config import ConfigError
 
@@ -71,7 +71,9 @@ def make_storage(
             on_stale_trial(study, trial)
         retry(study, trial)
 
-    # Two workers starting together on a fresh SQLite file can collide while creating its tables.
+    # Workers starting together on a fresh database race to create its tables: SQLite reports
+    # "locked", PostgreSQL a duplicate type or table. The loser retries and finds them created.
+    races = ("locked", "duplicate key", "already exists")
     for attempt in range(5):
         try:
             with warnings.catch_warnings():
@@ -82,8 +84,8 @@ def make_storage(
                     grace_period=2 * heartbeat_interval,
                     heartbeat_stale_trial_callback=stale,
                 )
-        except OperationalError as e:
-            if attempt == 4 or "locked" not in str(e):
+        except (OperationalError, IntegrityError, ProgrammingError) as e:
+            if attempt == 4 or not any(race in str(e) for race in races):
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")  # pragma: no cover

@@ -19,6 +19,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 from mlflow.exceptions import MlflowException
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cnnexp.model_input import IMAGE_COLUMN
 
@@ -72,9 +73,10 @@ def create_app(model_uri: str, max_upload_bytes: int = DEFAULT_MAX_UPLOAD) -> Fa
     page = _page(max_upload_bytes)
     app = FastAPI(title="cnnexp image classifier", docs_url=None, redoc_url=None, openapi_url=None)
 
-    @app.exception_handler(HTTPException)
-    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+    # Starlette's class, not FastAPI's subclass: the router's own 404 and 405 get the same shape.
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

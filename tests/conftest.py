@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import glob
+import itertools
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import mlflow  # noqa: E402
 import pytest  # noqa: E402
+from servers import free_port, running, server_env  # noqa: E402
 
 from cnnexp.config import ExperimentConfig, build_config  # noqa: E402
 
@@ -87,3 +94,92 @@ def champion_store(tmp_path_factory) -> dict:
         "y_test": result.split.y_test,
         "expected": result.model.predict(result.split.x_test[:8].astype("float32"), verbose=0).argmax(axis=1),
     }
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL cluster on a loopback port, once per session; its base URL (no database).
+
+    Skips when the server binaries are missing, except in CI (CI=true), where that is a failure:
+    .ci/run installs Debian's postgresql.
+    """
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not bins:
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL server binaries missing in CI: .ci/run must apt-get install postgresql")
+        pytest.skip("needs Debian's postgresql (apt-get install postgresql)")
+    bindir = os.path.dirname(bins[-1])
+    # PostgreSQL refuses to run as root; the cluster belongs to the postgres user in a dir it can reach.
+    root = tempfile.mkdtemp(prefix="cnnexp-pg-", dir="/tmp")
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_user:
+        shutil.chown(root, "postgres")
+    data, port = os.path.join(root, "data"), free_port()
+
+    def pg(*args: str) -> None:
+        subprocess.run([*as_user, *args], check=True, capture_output=True, timeout=120)
+
+    pg(f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "postgres")
+    # Enough connections for several workers, each with Optuna's and MLflow's pools.
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200"
+    pg(f"{bindir}/pg_ctl", "-D", data, "-o", options, "-l", os.path.join(root, "log"), "-w", "start")
+    try:
+        # trust auth accepts any password: the URL carries one so tests can check it is never logged
+        yield f"postgresql+psycopg://postgres:s3cret@127.0.0.1:{port}"
+    finally:
+        pg(f"{bindir}/pg_ctl", "-D", data, "-m", "fast", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+_databases = itertools.count()
+
+
+def new_database(server_url: str) -> str:
+    """A fresh, empty database on the session's cluster; its SQLAlchemy URL."""
+    import psycopg
+
+    name = f"db{next(_databases)}_{os.getpid()}"
+    conninfo = server_url.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"{server_url}/{name}"
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """An empty database of its own for each test (studies and stores never leak between tests)."""
+    return new_database(postgres_server)
+
+
+# The app's upload limit in tests: small, so oversized uploads stay small.
+APP_LIMIT_MB = 0.05
+
+
+@pytest.fixture(scope="session")
+def scoring_server(champion_store, tmp_path_factory):
+    """The champion served by the real `mlflow models serve` on a loopback port, once per session."""
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "mlflow", "models", "serve",
+        "-m", champion_store["model_uri"], "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
+    ]  # fmt: skip
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    url = f"http://127.0.0.1:{port}"
+    env = server_env(champion_store["uri"])
+    with running(cmd, env=env, cwd=champion_store["root"], ready_url=url + "/ping", log=log):
+        yield url
+
+
+@pytest.fixture(scope="session")
+def app_url(champion_store, tmp_path_factory):
+    """`cnnexp app` serving the champion (default host: 127.0.0.1), once per session."""
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "cnnexp", "app", "--model", champion_store["model_uri"],
+        "--port", str(port), "--max-upload-mb", str(APP_LIMIT_MB),
+    ]  # fmt: skip
+    log = tmp_path_factory.mktemp("app") / "app.log"
+    url = f"http://127.0.0.1:{port}"
+    env = server_env(champion_store["uri"])
+    with running(cmd, env=env, cwd=champion_store["root"], ready_url=url + "/health", log=log):
+        yield url

@@ -46,8 +46,8 @@ def running(cmd: list[str], *, env: dict, cwd: Path, ready_url: str, log: Path, 
             try:
                 if requests.get(ready_url, timeout=2).status_code == 200:
                     break
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not listening yet, or listening while its workers still start (a busy machine)
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{ready_url} not ready after {timeout}s:\n{log.read_text()[-3000:]}")
             time.sleep(0.5)
@@ -60,3 +60,22 @@ def running(cmd: list[str], *, env: dict, cwd: Path, ready_url: str, log: Path, 
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+@contextmanager
+def tracking_server(
+    backend_uri: str, root: Path, *, extra: tuple[str, ...] = (), env: dict | None = None
+) -> Iterator[str]:
+    """`mlflow server` on a free loopback port: database backend store, artifacts proxied from root/artifacts.
+
+    Workers reach artifacts only through the server (mlflow-artifacts:/ URIs), as on other machines.
+    """
+    port = free_port()
+    cmd = [
+        str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", backend_uri, "--artifacts-destination", str(root / "artifacts"), *extra,
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    env = {**(env or os.environ), "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")])}
+    with running(cmd, env=env, cwd=root, ready_url=url + "/health", log=root / "mlflow-server.log"):
+        yield url

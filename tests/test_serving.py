@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import requests
 from PIL import Image
-from servers import free_port, running, server_env
+from servers import server_env
 
 
 def _png(image: Image.Image, fmt: str = "PNG") -> str:
@@ -25,20 +25,6 @@ def _png(image: Image.Image, fmt: str = "PNG") -> str:
 
 def _digit(champion_store, i: int) -> np.ndarray:
     return champion_store["x_test"][i][..., 0]  # 8x8 uint8
-
-
-@pytest.fixture(scope="module")
-def scoring_server(champion_store, tmp_path_factory):
-    port = free_port()
-    cmd = [
-        sys.executable, "-m", "mlflow", "models", "serve",
-        "-m", champion_store["model_uri"], "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
-    ]  # fmt: skip
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    url = f"http://127.0.0.1:{port}"
-    env = server_env(champion_store["uri"])
-    with running(cmd, env=env, cwd=champion_store["root"], ready_url=url + "/ping", log=log):
-        yield url
 
 
 def _invoke(url: str, payload) -> requests.Response:

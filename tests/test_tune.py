@@ -212,41 +212,90 @@ def test_two_workers_share_one_journal_study(tracking, tmp_path):
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4
 
 
+def _wait_mid_trial(study_name: str, worker: subprocess.Popen, timeout: float = 300) -> None:
+    """Until the worker's first trial has logged an epoch: it is then training, in the middle of a trial."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and worker.poll() is None:
+        runs = study_runs(study_name).get("trial", [])
+        if runs and mlflow.MlflowClient().get_metric_history(runs[0].info.run_id, "val_accuracy"):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"worker never got into a trial:\n{worker.communicate()[0][-3000:]}")
+
+
+def _assert_no_run_left_running(study_name: str) -> None:
+    statuses = {r.info.run_id: r.info.status for runs in study_runs(study_name).values() for r in runs}
+    assert "RUNNING" not in statuses.values(), statuses
+
+
 @pytest.mark.slow  # a worker process is started and killed mid-trial: ~1.5 min on a busy 2-core machine
 @pytest.mark.parametrize(
     "storage, reason",
-    [("sqlite:///o.db", "stopped sending heartbeats"), ("journal:./study.log", "died (killed?)")],
-    ids=["rdb-heartbeat", "journal-dead-pid"],
+    [
+        ("sqlite:///o.db", "stopped sending heartbeats"),
+        ("postgres", "stopped sending heartbeats"),
+        ("journal:./study.log", "died (killed?)"),
+    ],
+    ids=["sqlite-heartbeat", "postgres-heartbeat", "journal-dead-pid"],
 )
-def test_killed_worker_trial_is_failed_and_retried(tracking, tmp_path, storage, reason):
+def test_killed_worker_trial_is_failed_and_retried(tracking, tmp_path, storage, reason, request):
+    if storage == "postgres":
+        storage = request.getfixturevalue("postgres_url")
     space = write_space(tmp_path, trials={"epochs": 200})  # long enough to be killed mid-trial
     args = ["--space", str(space), "--study-name", "hb", "--storage", storage, "--n-trials", "1"]
-    worker = _cnnexp(*args, tmp_path=tmp_path, tracking=tracking)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        runs = study_runs("hb").get("trial", [])
-        if runs and mlflow.MlflowClient().get_metric_history(runs[0].info.run_id, "val_accuracy"):
-            break  # the trial is training: kill its worker mid-fit
-        time.sleep(1)
+    worker = _cnnexp(*args, "--heartbeat-interval", "1", tmp_path=tmp_path, tracking=tracking)
+    _wait_mid_trial("hb", worker)
     os.kill(worker.pid, signal.SIGKILL)
     worker.communicate()
-    assert [t.state for t in optuna.load_study(study_name="hb", storage=_storage(storage)).trials] == [
-        TrialState.RUNNING
-    ]
+    (orphan,) = optuna.load_study(study_name="hb", storage=_storage(storage)).trials
+    assert orphan.state == TrialState.RUNNING  # nobody could tell Optuna: it is stale, not yet failed
+    assert study_runs("hb")["trial"][0].info.status == "RUNNING"
 
-    # The next worker (short heartbeat for RDB) fails the orphaned trial and retries it with its params.
+    # The next launch (heartbeat 1 s, grace 2 s) fails the orphaned trial and its run, queues exactly
+    # one retry with the same params, and completes the requested number of trials.
     time.sleep(2.5)
     space_short = write_space(tmp_path, name="short")
-    opts = TuneOptions(str(space_short), "hb", n_trials=1, storage=storage, retrain_best=False, heartbeat_interval=1)
+    opts = TuneOptions(str(space_short), "hb", n_trials=2, storage=storage, retrain_best=False, heartbeat_interval=1)
     result = tune(opts)
-    killed, retried = result.study.trials
+    killed, retried, fresh = result.study.trials
     assert killed.state == TrialState.FAIL
+    assert [t for t in result.study.trials if "failed_trial" in t.system_attrs] == [retried]  # exactly one retry
     assert retried.state == TrialState.COMPLETE and retried.params == killed.params
     assert retried.system_attrs["failed_trial"] == killed.number
+    assert fresh.state == TrialState.COMPLETE
+    assert len(result.study.get_trials(states=(TrialState.COMPLETE,))) == 2  # as requested; nothing lost
     runs = {int(r.data.tags["cnnexp.trial_number"]): r for r in study_runs("hb")["trial"]}
+    assert sorted(runs) == [0, 1, 2]
     assert runs[0].info.status == "FAILED" and runs[0].data.tags["cnnexp.trial_state"] == "FAIL"
     assert reason in runs[0].data.tags[FAILURE_TAG]
-    assert runs[1].info.status == "FINISHED"
+    assert runs[1].info.status == runs[2].info.status == "FINISHED"
+    _assert_no_run_left_running("hb")
+
+
+@pytest.mark.slow  # a worker process is started and interrupted mid-trial
+def test_ctrl_c_leaves_the_study_consistent_and_resumable(tracking, tmp_path):
+    space = write_space(tmp_path, trials={"epochs": 200})
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    worker = _cnnexp("--space", str(space), "--study-name", "int", "--storage", storage, "--n-trials", "2",
+                     tmp_path=tmp_path, tracking=tracking)  # fmt: skip
+    _wait_mid_trial("int", worker)
+    os.kill(worker.pid, signal.SIGINT)  # what Ctrl-C in the worker's terminal sends
+    out = worker.communicate(timeout=120)[0]
+    assert worker.returncode == 130 and "cnnexp: interrupted" in out, out[-3000:]
+
+    (interrupted,) = optuna.load_study(study_name="int", storage=storage).trials
+    assert interrupted.state == TrialState.FAIL  # not left RUNNING in Optuna
+    runs = study_runs("int")
+    assert runs["trial"][0].info.status == "KILLED" and runs["study"][0].info.status == "KILLED"
+    _assert_no_run_left_running("int")
+
+    # Relaunching resumes the same study under the same parent and completes the requested trials.
+    result = tune(TuneOptions(str(write_space(tmp_path, name="short")), "int", n_trials=2, storage=storage,
+                              retrain_best=False))  # fmt: skip
+    assert result.parent_run_id == runs["study"][0].info.run_id
+    assert [t.state for t in result.study.trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert mlflow.MlflowClient().get_run(result.parent_run_id).info.status == "FINISHED"
+    _assert_no_run_left_running("int")
 
 
 def _storage(url: str):

@@ -5,29 +5,13 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import sys
 
 import pytest
 import requests
+from conftest import APP_LIMIT_MB as LIMIT_MB
 from PIL import Image
-from servers import free_port, running, server_env
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-LIMIT_MB = 0.05  # a small limit keeps the oversized uploads small
-
-
-@pytest.fixture(scope="module")
-def app_url(champion_store, tmp_path_factory):
-    port = free_port()
-    cmd = [
-        sys.executable, "-m", "cnnexp", "app", "--model", champion_store["model_uri"],
-        "--port", str(port), "--max-upload-mb", str(LIMIT_MB),
-    ]  # fmt: skip
-    log = tmp_path_factory.mktemp("app") / "app.log"
-    url = f"http://127.0.0.1:{port}"
-    env = server_env(champion_store["uri"])
-    with running(cmd, env=env, cwd=champion_store["root"], ready_url=url + "/health", log=log):
-        yield url
 
 
 def _png_bytes(champion_store, i: int = 0, size=(40, 40), mode="RGB", fmt="PNG") -> bytes:

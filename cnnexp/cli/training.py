@@ -34,6 +34,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         seed=args.seed,
         retrain_best=args.retrain_best,
         experiment_name=args.experiment_name,
+        heartbeat_interval=args.heartbeat_interval,
     )
     result = tune(opts)
     print(f"\nstudy {result.study.study_name}: parent run {result.parent_run_id}")
@@ -47,7 +48,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _add_tune_args(p: argparse.ArgumentParser) -> None:
-    from cnnexp.study_setup import DEFAULT_STORAGE, PRUNERS, SAMPLERS
+    from cnnexp.study_setup import DEFAULT_STORAGE, HEARTBEAT_INTERVAL, PRUNERS, SAMPLERS
 
     p.add_argument("--space", required=True, help="search-space YAML file (see search_spaces/)")
     p.add_argument(
@@ -74,6 +75,13 @@ def _add_tune_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-retrain-best", dest="retrain_best", action="store_false")
     p.add_argument("--experiment-name", default="cnnexp", help="MLflow experiment of a new study's runs")
+    p.add_argument(
+        "--heartbeat-interval",
+        type=int,
+        default=HEARTBEAT_INTERVAL,
+        help=f"RDB storages: seconds between a trial's heartbeats; a trial silent for twice this is failed "
+        f"and retried (default {HEARTBEAT_INTERVAL})",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
