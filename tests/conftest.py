@@ -9,6 +9,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -41,21 +44,33 @@ def tiny_config(tiny_overrides) -> ExperimentConfig:
     return build_config(overrides=tiny_overrides)
 
 
+@contextmanager
+def tracking_store(cwd: Path, uri: str | None = None) -> Iterator[str]:
+    """Point MLflow at a SQLite store (a fresh one in ``cwd`` unless ``uri`` is given), with ``cwd``
+    as the working directory (artifacts land in cwd/mlruns); everything is restored on exit."""
+    uri = uri or f"sqlite:///{cwd / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(cwd)
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        # MLflow's set_experiment/set_tracking_uri write these to os.environ: recorded here so that
+        # leaving the context removes what MLflow set.
+        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+            mp.setenv(name, "")
+            mp.delenv(name)
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield uri
+        finally:
+            while mlflow.active_run():
+                mlflow.end_run()
+            mlflow.set_tracking_uri(None)
+
+
 @pytest.fixture
-def tracking(tmp_path, monkeypatch) -> str:
+def tracking(tmp_path) -> Iterator[str]:
     """A fresh SQLite tracking store with artifacts under tmp_path; the cwd is tmp_path too."""
-    monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    # MLflow's set_experiment/set_tracking_uri write these to os.environ; restore them afterwards.
-    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-        monkeypatch.setenv(name, "")
-        monkeypatch.delenv(name)
-    mlflow.set_tracking_uri(uri)
-    yield uri
-    while mlflow.active_run():
-        mlflow.end_run()
-    mlflow.set_tracking_uri(None)
+    with tracking_store(tmp_path) as uri:
+        yield uri
 
 
 @pytest.fixture(scope="session")
@@ -69,21 +84,9 @@ def champion_store(tmp_path_factory) -> dict:
     from cnnexp.train import train
 
     root = tmp_path_factory.mktemp("champion_store")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)  # artifacts land in root/mlruns
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-            mp.setenv(name, "")  # recorded, so that leaving the context removes what MLflow sets
-            mp.delenv(name)
-        mlflow.set_tracking_uri(uri)
-        try:
-            result = train(build_config(overrides={**TINY, "train.epochs": 3}))
-            decision = promote("digits-test", run_id=result.run_id)
-        finally:
-            while mlflow.active_run():
-                mlflow.end_run()
-            mlflow.set_tracking_uri(None)
+    with tracking_store(root) as uri:
+        result = train(build_config(overrides={**TINY, "train.epochs": 3}))
+        decision = promote("digits-test", run_id=result.run_id)
     return {
         "uri": uri,
         "root": root,

@@ -20,46 +20,27 @@ from cnnexp.train import train
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, str]:
     """Three digits runs of clearly different quality on the same test set, plus one on another test set."""
-    from conftest import TINY
+    from conftest import TINY, tracking_store
 
     root = tmp_path_factory.mktemp("registry")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-            mp.setenv(name, "")  # recorded, so that leaving the context removes what MLflow sets
-            mp.delenv(name)
-        mlflow.set_tracking_uri(uri)
-        try:
-            variants = {
-                "weak": {"data.train_subset": 60, "train.epochs": 1},
-                "mid": {"data.train_subset": 400, "train.epochs": 2},
-                "strong": {"train.epochs": 4},
-                "other_test_set": {"train.epochs": 1, "train.seed": 7},  # seed 7 carves another test set
-            }
-            ids = {k: train(build_config(overrides={**TINY, **v})).run_id for k, v in variants.items()}
-        finally:
-            while mlflow.active_run():
-                mlflow.end_run()
-            mlflow.set_tracking_uri(None)
+    with tracking_store(root) as uri:
+        variants = {
+            "weak": {"data.train_subset": 60, "train.epochs": 1},
+            "mid": {"data.train_subset": 400, "train.epochs": 2},
+            "strong": {"train.epochs": 4},
+            "other_test_set": {"train.epochs": 1, "train.seed": 7},  # seed 7 carves another test set
+        }
+        ids = {k: train(build_config(overrides={**TINY, **v})).run_id for k, v in variants.items()}
     ids["uri"] = uri
     return ids
 
 
 @pytest.fixture
-def store(runs, monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", runs["uri"])
-    # MLflow's set_experiment writes these to os.environ; restore them afterwards.
-    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-        monkeypatch.setenv(name, "")
-        monkeypatch.delenv(name)
-    mlflow.set_tracking_uri(runs["uri"])
-    yield mlflow.MlflowClient()
-    while mlflow.active_run():
-        mlflow.end_run()
-    mlflow.set_tracking_uri(None)
+def store(runs, tmp_path):
+    from conftest import tracking_store
+
+    with tracking_store(tmp_path, runs["uri"]):
+        yield mlflow.MlflowClient()
 
 
 def _alias_run(client, name, alias):

@@ -10,7 +10,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY
+from conftest import TINY, tracking_store
 from PIL import Image
 
 from cnnexp.cli import main
@@ -21,19 +21,9 @@ from cnnexp.train import train
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("store")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-            mp.setenv(name, "")
-            mp.delenv(name)
-        mlflow.set_tracking_uri(uri)
+    with tracking_store(root):
         result = train(build_config(overrides=TINY))
         yield root, result
-        while mlflow.active_run():
-            mlflow.end_run()
-    mlflow.set_tracking_uri(None)
 
 
 def _artifacts(run_id, path=""):
