@@ -158,31 +158,31 @@ def postgres_url(postgres_server) -> str:
 APP_LIMIT_MB = 0.05
 
 
+def _serve(cmd: list[str], store: dict, tmp_path_factory, name: str, ready_path: str) -> Iterator[str]:
+    """Run a server for the champion store's model on a free loopback port until the session ends."""
+    port = free_port()
+    log = tmp_path_factory.mktemp(name) / f"{name}.log"
+    url = f"http://127.0.0.1:{port}"
+    env = server_env(store["uri"])
+    with running([*cmd, str(port)], env=env, cwd=store["root"], ready_url=url + ready_path, log=log):
+        yield url
+
+
 @pytest.fixture(scope="session")
 def scoring_server(champion_store, tmp_path_factory):
     """The champion served by the real `mlflow models serve` on a loopback port, once per session."""
-    port = free_port()
     cmd = [
         sys.executable, "-m", "mlflow", "models", "serve",
-        "-m", champion_store["model_uri"], "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
+        "-m", champion_store["model_uri"], "--env-manager", "local", "-h", "127.0.0.1", "-p",
     ]  # fmt: skip
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    url = f"http://127.0.0.1:{port}"
-    env = server_env(champion_store["uri"])
-    with running(cmd, env=env, cwd=champion_store["root"], ready_url=url + "/ping", log=log):
-        yield url
+    yield from _serve(cmd, champion_store, tmp_path_factory, "serve", "/ping")
 
 
 @pytest.fixture(scope="session")
 def app_url(champion_store, tmp_path_factory):
     """`cnnexp app` serving the champion (default host: 127.0.0.1), once per session."""
-    port = free_port()
     cmd = [
         sys.executable, "-m", "cnnexp", "app", "--model", champion_store["model_uri"],
-        "--port", str(port), "--max-upload-mb", str(APP_LIMIT_MB),
+        "--max-upload-mb", str(APP_LIMIT_MB), "--port",
     ]  # fmt: skip
-    log = tmp_path_factory.mktemp("app") / "app.log"
-    url = f"http://127.0.0.1:{port}"
-    env = server_env(champion_store["uri"])
-    with running(cmd, env=env, cwd=champion_store["root"], ready_url=url + "/health", log=log):
-        yield url
+    yield from _serve(cmd, champion_store, tmp_path_factory, "app", "/health")

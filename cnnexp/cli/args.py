@@ -76,3 +76,8 @@ def optional(tp):
 
     parse.__name__ = tp.__name__
     return parse
+
+
+def add_bool_option(p: argparse.ArgumentParser, flag: str, *, default: bool, help: str) -> None:
+    """``--flag`` alone means true; MLproject passes ``--flag true|false`` since it can only pass values."""
+    p.add_argument(flag, nargs="?", const=True, default=default, type=parse_bool, help=help)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cnnexp.cli.args import parse_bool
+from cnnexp.cli.args import add_bool_option
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
@@ -41,13 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", help="id of the training run whose model to promote")
     p.add_argument("--study", help="promote the retrained best run of this Optuna study")
     p.add_argument("--model-name", required=True, help="registered model name")
-    p.add_argument(
-        "--force",
-        nargs="?",
-        const=True,
-        default=False,
-        type=parse_bool,
-        help="make it champion even if it is not better (tagged on the version)",
+    add_bool_option(
+        p, "--force", default=False, help="make it champion even if it is not better (tagged on the version)"
     )
     p.add_argument("--metric", default="test_accuracy", help="test_accuracy (default), test_macro_f1 or test_loss")
     p.set_defaults(func=cmd_promote)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cnnexp.cli.args import add_config_args, config_from_args, optional, parse_bool
+from cnnexp.cli.args import add_bool_option, add_config_args, config_from_args, optional
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -65,12 +65,10 @@ def _add_tune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pruner", default="median", choices=PRUNERS)
     p.add_argument("--seed", type=optional(int), help="sampler seed (reproducible studies)")
     # `--retrain-best`, `--retrain-best false` (MLproject) and `--no-retrain-best` all work.
-    p.add_argument(
+    add_bool_option(
+        p,
         "--retrain-best",
-        nargs="?",
-        const=True,
         default=True,
-        type=parse_bool,
         help="retrain the best config on the full training data and test it once (default: on)",
     )
     p.add_argument("--no-retrain-best", dest="retrain_best", action="store_false")
