@@ -1,0 +1,140 @@
+"""Shared plumbing for the benchmarks: interleaved repeats, medians, machine facts, JSON and tables.
+
+Every comparison runs its sides alternately (A B A B ...) in one process or one session, so a
+machine whose speed drifts by 2x over minutes slows both sides alike; the report is the median
+of the repeats and the ratio of medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+DEFAULT_OUT = Path("benchmarks/results")
+
+
+def parser(description: str, *, repeats: int = 3) -> argparse.ArgumentParser:
+    """Flags every benchmark shares: where to write JSON, how many repeats, tiny smoke settings."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the JSON result (default %(default)s)")
+    p.add_argument("--repeats", type=int, default=repeats, help="interleaved repeats per side (default %(default)s)")
+    p.add_argument("--smoke", action="store_true", help="tiny settings: checks the script runs, measures nothing")
+    return p
+
+
+def interleave(sides: Mapping[str, Callable[[], dict[str, float]]], repeats: int) -> dict[str, list[dict[str, float]]]:
+    """Run every side once per round, alternating the order each round (ABAB, then BABA ...)."""
+    names = list(sides)
+    results: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+    for r in range(repeats):
+        order = names if r % 2 == 0 else names[::-1]
+        for name in order:
+            results[name].append(sides[name]())
+            print(f"  round {r + 1}/{repeats} {name}: {_fmt_row(results[name][-1])}", flush=True)
+    return results
+
+
+def medians(samples: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    keys = samples[0].keys()
+    return {k: statistics.median(float(s[k]) for s in samples) for k in keys}
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Median, min and max of a list of numbers: the summary each table reports."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+class Timer:
+    """Wall-clock seconds of a with-block (time.perf_counter)."""
+
+    def __enter__(self) -> Timer:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on: CPU, cores, load, library versions, oneDNN switch."""
+    info: dict[str, Any] = {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "load_avg_1m": os.getloadavg()[0],
+        "python": platform.python_version(),
+        "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)"),
+        "keras_backend": os.environ.get("KERAS_BACKEND", "tensorflow"),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    for module in ("tensorflow", "keras", "mlflow", "optuna"):
+        mod = sys.modules.get(module)
+        if mod is not None:
+            info[module] = getattr(mod, "__version__", "?")
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def write_result(out: Path, name: str, payload: Mapping[str, Any]) -> Path:
+    """Write ``<out>/<name>.json`` with the machine facts alongside the payload."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
+    path.write_text(json.dumps({"benchmark": name, "machine": machine(), **payload}, indent=2, default=float) + "\n")
+    print(f"wrote {path}")
+    return path
+
+
+def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """A Markdown table (pastes straight into docs/performance.md)."""
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:,.3f}" if abs(v) < 10 else f"{v:,.0f}" if abs(v) >= 1000 else f"{v:,.1f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def run_python(args: Sequence[str], env: Mapping[str, str] | None = None, timeout: float | None = None) -> dict:
+    """Run ``python <args>`` in a fresh process (a switch read at import time, e.g. oneDNN or the
+    Keras backend, needs one) and parse the JSON object it prints on its last stdout line."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, *args], env=full_env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _fmt_row(row: Mapping[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
