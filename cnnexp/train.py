@@ -34,6 +34,9 @@ from cnnexp.tracking import git_commit, tracked_run, use_experiment
 log = logging.getLogger(__name__)
 
 
+ONECYCLE_WARMUP = 0.2  # fraction of all steps spent ramping the learning rate up
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite: the run (or trial) fails with this reason."""
 
@@ -62,10 +65,26 @@ def set_seeds(cfg: TrainConfig) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    lr: float | keras.optimizers.schedules.LearningRateSchedule = cfg.learning_rate
+def learning_rate(cfg: TrainConfig, steps_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The constant rate or the per-step schedule the config asks for (plateau is a callback)."""
+    total = cfg.epochs * steps_per_epoch
     if cfg.lr_schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=cfg.epochs * steps_per_epoch)
+        return keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=total)
+    if cfg.lr_schedule == "onecycle":
+        # One-cycle shape (Smith; the fast CIFAR-10 records): a linear ramp from lr/10 to the peak over
+        # the first 20% of steps, then cosine annealing to zero. Needs fewer epochs than a constant lr.
+        warmup = max(1, int(ONECYCLE_WARMUP * total))
+        return keras.optimizers.schedules.CosineDecay(
+            cfg.learning_rate / 10,
+            decay_steps=max(1, total - warmup),
+            warmup_target=cfg.learning_rate,
+            warmup_steps=warmup,
+        )
+    return cfg.learning_rate
+
+
+def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    lr = learning_rate(cfg, steps_per_epoch)
     if cfg.optimizer == "adamw":
         return keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":

@@ -10,7 +10,7 @@ import yaml
 from cnnexp.config import build_config
 from cnnexp.image_model import encode_image
 from cnnexp.tracking import FAILURE_TAG
-from cnnexp.train import TrainingDiverged, train
+from cnnexp.train import TrainingDiverged, learning_rate, train
 
 
 def _artifacts(client, run_id, path=""):
@@ -131,3 +131,13 @@ def test_config_logged_verbatim(tracking, tiny_config):
     local = mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="config.yaml")
     assert yaml.safe_load(open(local)) == json.loads(json.dumps(tiny_config.to_dict()))
     assert "test_accuracy" not in result.metrics
+
+
+def test_onecycle_schedule_ramps_then_anneals(tiny_overrides):
+    cfg = build_config(overrides={**tiny_overrides, "train.lr_schedule": "onecycle", "train.epochs": 10})
+    schedule = learning_rate(cfg.train, steps_per_epoch=100)  # 1,000 steps in all
+    peak = cfg.train.learning_rate
+    assert float(schedule(0)) == pytest.approx(peak / 10)
+    assert float(schedule(200)) == pytest.approx(peak)  # end of the 20% warm-up
+    assert float(schedule(100)) < float(schedule(200)) and float(schedule(600)) < peak
+    assert float(schedule(1000)) == pytest.approx(0.0, abs=1e-9)
