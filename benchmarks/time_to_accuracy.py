@@ -1,0 +1,209 @@
+"""Time to accuracy on Fashion-MNIST: cnnexp's default training config against the classic Keras CNN.
+
+The reference is the two-conv example CNN every Keras user knows (conv 32, conv 64, max-pool,
+dropout, dense 128, dropout, softmax; Adam 1e-3, batch 128, no augmentation). Both sides train on
+the same cnnexp split (54,000 train / 6,000 validation / official 10,000 test), validate on the
+same validation set every epoch, and are timed the same way: wall time from the start of ``fit``
+(graph tracing included) to each epoch's end, minus the time this benchmark spends measuring test
+accuracy at each epoch end (a user's run does not do that).
+
+Reported per run: the first epoch end at which test accuracy is >= 90%, and the test accuracy of
+the model a user would hold when each budget (10 and 30 minutes) runs out: the run's final model
+(early stopping restores its best weights) if it ended inside the budget, else the last epoch that
+ended inside it. cnnexp's default schedule anneals over its epoch count, so it is run once per
+budget with an epoch count that fits the budget (``--cnnexp-epochs``); the baseline has a constant
+learning rate, so one run as long as the longest budget gives every budget's figure.
+
+Targets (issue 6): the default reaches 90% in at most half the baseline's time, >= 92% within
+10 minutes and >= 93.5% within 30 minutes.
+
+    python -m benchmarks.time_to_accuracy                       # ~75 min on a 2-core CPU
+    python -m benchmarks.time_to_accuracy --budgets 10 --cnnexp-epochs 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import common
+
+TARGET_ACCURACY = 0.90
+
+
+def baseline_model(input_shape: tuple[int, ...], num_classes: int):
+    """The classic Keras example CNN (keras-io mnist_cnn): the reference, kept verbatim on purpose."""
+    import keras
+    from keras import layers
+
+    return keras.Sequential(
+        [
+            keras.Input(shape=input_shape),
+            layers.Rescaling(1.0 / 255),
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.Conv2D(64, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Dropout(0.25),
+            layers.Flatten(),
+            layers.Dense(128, activation="relu"),
+            layers.Dropout(0.5),
+            layers.Dense(num_classes, activation="softmax"),
+        ],
+        name="keras_example_cnn",
+    )
+
+
+def _clock(x_test, y_test, budget_s: float, progress: Path | None):
+    """A callback recording (training seconds, test accuracy) at each epoch end; stops past the budget."""
+    import keras
+    import numpy as np
+
+    class EpochClock(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.points: list[dict[str, float]] = []
+            self.excluded = 0.0
+
+        def on_train_begin(self, logs=None) -> None:
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs=None) -> None:
+            seconds = time.perf_counter() - self.start - self.excluded
+            began = time.perf_counter()
+            acc = accuracy(self.model, x_test, y_test)
+            self.excluded += time.perf_counter() - began
+            point = {"epoch": epoch + 1, "seconds": seconds, "test_accuracy": acc}
+            self.points.append(point)
+            if progress:
+                with progress.open("a") as f:
+                    f.write(json.dumps(point) + "\n")
+            if seconds >= budget_s:
+                self.model.stop_training = True  # nothing later can count for any budget
+
+    def accuracy(model, x, y) -> float:
+        probs = model.predict(x, batch_size=1000, verbose=0)
+        return float(np.mean(np.argmax(probs, axis=1) == y))
+
+    return EpochClock(), accuracy
+
+
+def worker(args: argparse.Namespace) -> dict[str, Any]:
+    """One timed training run in this (fresh) process; returns its epoch-end points."""
+    import keras
+
+    from cnnexp.config import build_config
+    from cnnexp.datasets import load_dataset
+    from cnnexp.pipeline import make_dataset
+    from cnnexp.split import split_dataset
+    from cnnexp.train import fit, set_seeds
+
+    overrides = {"data.dataset": args.dataset, "train.seed": args.seed, "data.train_subset": args.train_subset}
+    if args.side == "cnnexp":
+        overrides["train.epochs"] = args.epochs
+    cfg = build_config(overrides=overrides)
+    set_seeds(cfg.train)
+    split = split_dataset(load_dataset(cfg.data), cfg.data, cfg.train.seed)
+    clock, accuracy = _clock(split.x_test, split.y_test, args.budget_minutes * 60, args.progress)
+    if args.side == "cnnexp":
+        model, _ = fit(cfg, split, [clock])
+    else:
+        model = baseline_model(split.x_train.shape[1:], len(split.class_names))
+        model.compile(
+            optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+        )
+        train_ds = make_dataset(split.x_train, split.y_train, 128, training=True, seed=cfg.train.seed)
+        val_ds = make_dataset(split.x_val, split.y_val, 256)
+        model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, callbacks=[clock], verbose=2)
+    finished = clock.points[-1]["seconds"] if clock.points else 0.0
+    return {
+        "side": args.side,
+        "seed": args.seed,
+        "epochs_planned": args.epochs,
+        "points": clock.points,
+        "final": {"seconds": finished, "test_accuracy": accuracy(model, split.x_test, split.y_test)},
+        "params": model.count_params(),
+        "train_images": len(split.y_train),
+    }
+
+
+def summarise(run: dict[str, Any], budgets: list[float]) -> dict[str, Any]:
+    """Time to 90% and the accuracy the user holds at each budget, from one run's points."""
+    points = run["points"]
+    reach = next((p["seconds"] for p in points if p["test_accuracy"] >= TARGET_ACCURACY), None)
+    row: dict[str, Any] = {"side": run["side"], "seed": run["seed"], "epochs_run": len(points), "to_90_s": reach}
+    for b in budgets:
+        inside = [p for p in points if p["seconds"] <= b * 60]
+        if run["final"]["seconds"] <= b * 60:
+            row[f"acc_{b:g}min"] = run["final"]["test_accuracy"]  # ended inside the budget: the final model
+        else:
+            row[f"acc_{b:g}min"] = inside[-1]["test_accuracy"] if inside else None
+    return row
+
+
+def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The runs, interleaved: for each seed, cnnexp per budget around one long baseline run."""
+    runs = []
+    for i, seed in enumerate(args.seeds):
+        ours = [
+            {"side": "cnnexp", "budget": b, "epochs": e} for b, e in zip(args.budgets, args.cnnexp_epochs, strict=True)
+        ]
+        seed_runs = (
+            ours[:1] + [{"side": "baseline", "budget": max(args.budgets), "epochs": args.baseline_epochs}] + ours[1:]
+        )
+        runs += [dict(r, seed=seed) for r in (seed_runs if i % 2 == 0 else seed_runs[::-1])]
+    return runs
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = common.parser(__doc__.splitlines()[0], repeats=1)
+    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--budgets", type=float, nargs="+", default=[10.0, 30.0], help="minutes")
+    p.add_argument("--cnnexp-epochs", type=int, nargs="+", default=None, help="epochs per budget (default: config's)")
+    p.add_argument("--baseline-epochs", type=int, default=200, help="upper bound; the budget stops it")
+    p.add_argument("--seeds", type=int, nargs="+", default=[42])
+    p.add_argument("--train-subset", type=int, default=None)
+    p.add_argument("--worker", choices=["cnnexp", "baseline"], help=argparse.SUPPRESS)
+    p.add_argument("--epochs", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--budget-minutes", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--progress", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        args.side = args.worker
+        print(json.dumps(worker(args)))
+        return {}
+    if args.smoke:
+        args.dataset, args.budgets, args.cnnexp_epochs, args.baseline_epochs = "digits", [0.5], [2], 2
+    if args.cnnexp_epochs is None:
+        from cnnexp.config import TrainConfig
+
+        args.cnnexp_epochs = [TrainConfig().epochs] * len(args.budgets)
+    args.out.mkdir(parents=True, exist_ok=True)
+    progress = args.out / "time_to_accuracy.progress.jsonl"
+    runs = []
+    for r in plan(args):
+        print(f"{r['side']} seed {r['seed']}: {r['epochs']} epochs, budget {r['budget']:g} min", flush=True)
+        if args.smoke:  # a fresh process per run only matters for timing; smoke runs stay in-process
+            result = worker(argparse.Namespace(**{**vars(args), **r, "budget_minutes": r["budget"]}))
+        else:
+            cmd = ["-m", "benchmarks.time_to_accuracy", "--worker", r["side"], "--epochs", str(r["epochs"])]
+            cmd += ["--budget-minutes", str(r["budget"]), "--seed", str(r["seed"]), "--dataset", args.dataset]
+            cmd += ["--progress", str(progress)]
+            cmd += ["--train-subset", str(args.train_subset)] if args.train_subset else []
+            result = common.run_python(cmd)
+        result["budget_minutes"] = r["budget"]
+        runs.append(result)
+    rows = [dict(summarise(run, [run["budget_minutes"]] if run["side"] == "cnnexp" else args.budgets)) for run in runs]
+    columns = ["side", "seed", "epochs_run", "to_90_s"] + [f"acc_{b:g}min" for b in args.budgets]
+    print(common.table(rows, columns))
+    payload = {"budgets_minutes": args.budgets, "rows": rows, "runs": runs, "smoke": args.smoke}
+    common.write_result(args.out, "time_to_accuracy", payload)
+    return payload
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() is not None else 1)
