@@ -1,0 +1,38 @@
+"""Smoke runs of the benchmarks (issue 6): each script runs end to end on digits with a tiny model and
+writes its JSON with positive numbers. They check the scripts, they measure nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks import tracking_overhead
+
+
+def _result(out: Path, name: str) -> dict:
+    path = out / f"{name}.json"
+    assert path.is_file()
+    data = json.loads(path.read_text())
+    assert data["benchmark"] == name and data["machine"]["cores"] >= 1
+    return data
+
+
+def _all_positive(summary: dict, sides: set[str], metrics: set[str]) -> None:
+    assert set(summary) == sides
+    for side, per_metric in summary.items():
+        assert metrics <= set(per_metric), side
+        for metric in metrics:
+            spread = per_metric[metric]
+            assert spread["n"] == 1 and spread["median"] > 0 and spread["min"] <= spread["max"], (side, metric)
+
+
+def test_tracking_overhead_smoke(tmp_path, monkeypatch):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    tracking_overhead.main(["--smoke", "--repeats", "1", "--out", str(tmp_path / "out")])
+    data = _result(tmp_path / "out", "tracking_overhead")
+    _all_positive(data["summary"], {"bare", "tracked"}, {"images_per_s", "epoch_s"})
+    assert data["ratio_tracked_over_bare"] > 0 and data["target"] == 0.95
+    assert data["settings"]["timed_epochs"] >= 1 and data["settings"]["train_images"] > 1000
+    assert list(cwd.iterdir()) == []  # the throwaway store lived in a temporary folder, not in ./mlruns
