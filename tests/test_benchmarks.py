@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchmarks import tracking_overhead
+from benchmarks import input_pipeline, tracking_overhead
 
 
 def _result(out: Path, name: str) -> dict:
@@ -36,3 +36,12 @@ def test_tracking_overhead_smoke(tmp_path, monkeypatch):
     assert data["ratio_tracked_over_bare"] > 0 and data["target"] == 0.95
     assert data["settings"]["timed_epochs"] >= 1 and data["settings"]["train_images"] > 1000
     assert list(cwd.iterdir()) == []  # the throwaway store lived in a temporary folder, not in ./mlruns
+
+
+def test_input_pipeline_smoke(tmp_path):
+    input_pipeline.main(["--smoke", "--repeats", "1", "--out", str(tmp_path)])
+    data = _result(tmp_path, "input_pipeline")
+    sides = {"pipeline aug", "pipeline no-aug", "model step", "fit aug", "fit no-aug"}
+    _all_positive(data["summary"], sides, {"images_per_s", "cpu_ms_per_100_images", "cores_busy"})
+    assert data["ratios"]["pipeline_aug_over_model_step"] > 0 and data["ratios"]["fit_aug_over_fit_no_aug"] > 0
+    assert data["settings"]["augment"]["shift"] > 0
