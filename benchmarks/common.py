@@ -14,8 +14,10 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +136,44 @@ def run_python(args: Sequence[str], env: Mapping[str, str] | None = None, timeou
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def summarize(results: Mapping[str, Sequence[Mapping[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per side and per measured quantity: the :func:`spread` of its repeats (what :func:`interleave` returns)."""
+    return {side: {k: spread([float(s[k]) for s in samples]) for k in samples[0]} for side, samples in results.items()}
+
+
+# MLflow's fluent API keeps the store and the active experiment in these (and writes some of them).
+_MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")
+
+
+@contextmanager
+def throwaway_store(experiment: str) -> Iterator[str]:
+    """A fresh SQLite MLflow tracking store in a temporary folder for the block.
+
+    The experiment is created with its artifacts inside that folder too (a SQLite store would
+    otherwise put them in ./mlruns of the working directory). MLflow's tracking URI and environment
+    variables are restored afterwards, so a caller's own store is untouched.
+    """
+    import mlflow
+
+    saved = {name: os.environ.pop(name, None) for name in _MLFLOW_ENV}
+    with tempfile.TemporaryDirectory(prefix="cnnexp-bench-") as tmp:
+        root = Path(tmp)
+        uri = f"sqlite:///{root / 'mlflow.db'}"
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+        mlflow.set_tracking_uri(uri)
+        try:
+            mlflow.create_experiment(experiment, artifact_location=(root / "artifacts").as_uri())
+            yield uri
+        finally:
+            while mlflow.active_run():
+                mlflow.end_run()
+            for name, value in saved.items():
+                os.environ.pop(name, None)
+                if value is not None:
+                    os.environ[name] = value
+            mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
 
 
 def _fmt_row(row: Mapping[str, float]) -> str:

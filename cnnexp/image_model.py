@@ -36,6 +36,22 @@ def encode_image(image: np.ndarray | Image.Image, fmt: str = "PNG") -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+# Images per call of the compiled graph: bounds the memory a large request takes.
+PREDICT_CHUNK = 256
+
+
+def predict_probabilities(model: keras.Model, pixels: np.ndarray) -> np.ndarray:
+    """Class probabilities of float32 ``pixels`` (n, h, w, c), n >= 1, in chunks of PREDICT_CHUNK.
+
+    ``predict_on_batch`` runs Keras' compiled predict graph directly. ``model.predict`` runs the
+    same graph but builds a tf.data pipeline, an iterator and callbacks on every call: about
+    100 ms per request on a 2-core CPU, 50-100 times the model itself for one image
+    (benchmarks/serving.py measures both).
+    """
+    chunks = [model.predict_on_batch(pixels[i : i + PREDICT_CHUNK]) for i in range(0, len(pixels), PREDICT_CHUNK)]
+    return np.concatenate([np.asarray(c) for c in chunks])
+
+
 class ImageClassifier(mlflow.pyfunc.PythonModel):
     """pyfunc: rows of base64 ``image`` files or ``pixels`` arrays -> label, class_index, probabilities."""
 
@@ -53,7 +69,7 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         return self.predict_pixels(self.to_pixels(request_images(model_input)))
 
     def predict_pixels(self, pixels: np.ndarray) -> pd.DataFrame:
-        probs = self.model.predict(pixels, verbose=0)
+        probs = predict_probabilities(self.model, pixels)
         index = probs.argmax(axis=1)
         return pd.DataFrame(
             {

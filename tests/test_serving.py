@@ -16,6 +16,9 @@ import requests
 from PIL import Image
 from servers import server_env
 
+from cnnexp import image_model
+from cnnexp.models import build_model
+
 
 def _png(image: Image.Image, fmt: str = "PNG") -> str:
     buf = io.BytesIO()
@@ -150,3 +153,26 @@ def test_generate_dockerfile_for_the_champion(champion_store, tmp_path):
     names = {r.split("==")[0] for r in requirements}
     assert {"mlflow", "tensorflow", "keras", "pillow"} <= names and "cnnexp" not in names
     assert (mlmodels[0].parent / "code" / "cnnexp" / "model_input.py").is_file()
+
+
+def test_in_process_predict_runs_the_compiled_graph_in_chunks(tiny_config, monkeypatch):
+    """predict_on_batch, not model.predict (a tf.data pipeline per call: ~100 ms a request), in bounded
+    chunks, with the same probabilities."""
+    model = build_model(tiny_config.model, (8, 8, 1), 10)
+    pixels = np.random.default_rng(0).uniform(0, 255, (7, 8, 8, 1)).astype(np.float32)
+    expected = model.predict(pixels, verbose=0)
+
+    class Spy:  # no `predict` attribute: using it would fail
+        sizes: list[int] = []
+
+        def predict_on_batch(self, x):
+            self.sizes.append(len(x))
+            return model.predict_on_batch(x)
+
+    classifier = image_model.ImageClassifier()
+    classifier.model, classifier.class_names, classifier.input_shape = Spy(), [str(i) for i in range(10)], (8, 8, 1)
+    monkeypatch.setattr(image_model, "PREDICT_CHUNK", 3)
+    out = classifier.predict_pixels(pixels)
+    assert classifier.model.sizes == [3, 3, 1]
+    assert np.allclose(np.stack(out["probabilities"]), expected, atol=1e-5)
+    assert out["class_index"].tolist() == expected.argmax(axis=1).tolist()
