@@ -1,0 +1,101 @@
+"""Smoke test of benchmarks/search_efficiency.py: two tiny digits studies, the JSON's shape and sanity."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import mlflow
+import pytest
+
+from benchmarks import search_efficiency
+
+
+def test_search_efficiency_smoke(tracking, tmp_path, capsys, monkeypatch):
+    # The study report's five plots cost seconds per study and are tested in test_tune; here they measure nothing.
+    monkeypatch.setattr("cnnexp.tune.log_report", lambda parent_id, study: [])
+    out = tmp_path / "results"
+    assert search_efficiency.main(["--smoke", "--out", str(out)]) == 0
+    result = json.loads((out / "search_efficiency.json").read_text())
+    assert result["benchmark"] == "search_efficiency" and result["settings"]["smoke"]
+    assert {"machine", "settings", "studies", "ratios", "rounds"} <= result.keys()
+
+    (round_,) = result["rounds"]
+    unpruned, pruned = round_["studies"]["unpruned"], round_["studies"]["pruned-hyperband"]
+    assert (unpruned["pruner"], pruned["pruner"]) == ("none", "hyperband")
+    for study in (unpruned, pruned):
+        s, trials = study["summary"], study["trials"]
+        assert s["trials"] == len(trials) == 2
+        assert s["complete"] + s["pruned"] + s["failed"] == s["trials"]
+        for t in trials:
+            assert 1 <= t["epochs"] <= 2 and t["images"] == t["epochs"] * 200 and t["wall_s"] > 0
+        assert s["images"] == sum(t["images"] for t in trials) == trials[-1]["cum_images"]
+        assert s["wall_s"] == pytest.approx(sum(t["wall_s"] for t in trials))
+        assert 0 < s["best_val_accuracy"] <= 1 and s["study_wall_s"] >= s["wall_s"]
+    # Same space, sampler and seed: the same configurations, of which the pruned study trains no more.
+    assert [t["params"] for t in pruned["trials"]] == [t["params"] for t in unpruned["trials"]]
+    assert unpruned["summary"]["pruned"] == 0 and all(t["epochs"] == 2 for t in unpruned["trials"])
+    assert pruned["summary"]["images"] <= unpruned["summary"]["images"]
+
+    # The target: the unpruned best minus half a point, which the unpruned study reaches by definition.
+    assert round_["target"] == pytest.approx(unpruned["summary"]["best_val_accuracy"] - 0.005)
+    assert round_["to_target"]["unpruned"]["images"] <= unpruned["summary"]["images"]
+    ratio = round_["ratios"]["pruned-hyperband"]
+    if round_["to_target"]["pruned-hyperband"] is None:  # pruned the config that mattered: n/a, with the gap
+        assert ratio["images"] is None and ratio["shortfall"] > 0
+    else:
+        assert ratio["images"] >= 1 and ratio["wall"] > 0 and ratio["shortfall"] is None
+    (summary,) = result["ratios"]
+    assert summary["study"] == "pruned-hyperband" and summary["rounds"] == 1
+    assert [row["study"] for row in result["studies"]] == ["unpruned", "pruned-hyperband"]
+    assert "| pruned-hyperband |" in capsys.readouterr().out
+
+    # The caller's MLflow store and working directory are untouched: the studies had stores of their own.
+    assert os.environ["MLFLOW_TRACKING_URI"] == mlflow.get_tracking_uri() == tracking
+    assert mlflow.search_runs(search_all_experiments=True).empty
+    assert not (tmp_path / "mlruns").exists()
+
+
+def _study(*trials: tuple[str, float | None, int]) -> dict:
+    """A study as run_study returns it, from (state, value, epochs) per trial; 100 images and 1 s per epoch."""
+    rows, best, images = [], None, 0
+    for state, value, epochs in trials:
+        images += 100 * epochs
+        best = value if value is not None and (best is None or value > best) else best
+        rows.append(
+            {"state": state, "value": value, "cum_images": images, "cum_wall_s": images / 100, "best_so_far": best}
+        )
+    states = [t[0] for t in trials]
+    counts = {"complete": states.count("COMPLETE"), "pruned": states.count("PRUNED"), "failed": states.count("FAIL")}
+    summary = {"trials": len(rows), **counts, "best_val_accuracy": best, "images": images, "wall_s": images / 100}
+    return {"summary": summary, "trials": rows}
+
+
+def test_ratio_is_compute_to_target_and_na_with_shortfall_when_missed():
+    unpruned = _study(("COMPLETE", 0.80, 9), ("COMPLETE", 0.90, 9), ("COMPLETE", 0.85, 9))
+    # Within half a point of 0.90 after 2 + 9 epochs, where the unpruned study needed 18.
+    reached = _study(("PRUNED", None, 2), ("COMPLETE", 0.896, 9), ("PRUNED", None, 2))
+    missed = _study(("COMPLETE", 0.88, 9), ("PRUNED", None, 2))
+    studies = {"unpruned": unpruned, "pruned-a": reached, "pruned-b": missed}
+    result = search_efficiency.compare(studies)
+    assert result["target"] == pytest.approx(0.895)
+    assert result["to_target"]["unpruned"] == {"images": 1800, "wall_s": 18, "trials": 2}
+    assert result["ratios"]["pruned-a"] == {
+        "images": pytest.approx(18 / 11),
+        "wall": pytest.approx(18 / 11),
+        "shortfall": None,
+    }
+    assert result["ratios"]["pruned-b"]["images"] is None and result["ratios"]["pruned-b"][
+        "shortfall"
+    ] == pytest.approx(0.015)
+
+    study_rows, ratio_rows = search_efficiency.summarize([{**result, "studies": studies}], list(studies))
+    assert [(r["study"], r["reached"], r["images_to_target"]) for r in study_rows] == [
+        ("unpruned", "1/1", 1800),
+        ("pruned-a", "1/1", 1100),
+        ("pruned-b", "0/1", "n/a"),
+    ]
+    a, b = (search_efficiency._ratio_cells(r) for r in ratio_rows)
+    assert a["reached target"] == "1/1" and a["images ratio (unpruned/pruned)"] == "1.64 [1.64-1.64]"
+    assert a[">= 3x images / wall"] == "no / no"
+    assert b["reached target"] == "0/1 (short by 0.0150)" and b["images ratio (unpruned/pruned)"] == "n/a"
