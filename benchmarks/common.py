@@ -129,12 +129,15 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
 def run_python(args: Sequence[str], env: Mapping[str, str] | None = None, timeout: float | None = None) -> dict:
     """Run ``python <args>`` in a fresh process (a switch read at import time, e.g. oneDNN or the
     Keras backend, needs one) and parse the JSON object it prints on its last stdout line."""
+    return run_command([sys.executable, *args], env, timeout)
+
+
+def run_command(cmd: Sequence[str], env: Mapping[str, str] | None = None, timeout: float | None = None) -> dict:
+    """:func:`run_python` with any interpreter (e.g. another virtualenv's, for another Keras backend)."""
     full_env = {**os.environ, **(env or {})}
-    proc = subprocess.run(
-        [sys.executable, *args], env=full_env, capture_output=True, text=True, timeout=timeout, check=False
-    )
+    proc = subprocess.run(list(cmd), env=full_env, capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
