@@ -57,7 +57,7 @@ def baseline_model(input_shape: tuple[int, ...], num_classes: int):
     )
 
 
-def _clock(x_test, y_test, budget_s: float, progress: Path | None):
+def _clock(x_test, y_test, budget_s: float, progress: Path | None, label: str):
     """A callback recording (training seconds, test accuracy) at each epoch end; stops past the budget."""
     import keras
     import numpy as np
@@ -80,7 +80,7 @@ def _clock(x_test, y_test, budget_s: float, progress: Path | None):
             self.points.append(point)
             if progress:
                 with progress.open("a") as f:
-                    f.write(json.dumps(point) + "\n")
+                    f.write(json.dumps({"run": label, **point}) + "\n")
             if seconds >= budget_s:
                 self.model.stop_training = True  # nothing later can count for any budget
 
@@ -103,11 +103,12 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 
     overrides = {"data.dataset": args.dataset, "train.seed": args.seed, "data.train_subset": args.train_subset}
     if args.side == "cnnexp":
-        overrides["train.epochs"] = args.epochs
+        overrides.update(dict(s.split("=", 1) for s in args.set), **{"train.epochs": args.epochs})
     cfg = build_config(overrides=overrides)
     set_seeds(cfg.train)
     split = split_dataset(load_dataset(cfg.data), cfg.data, cfg.train.seed)
-    clock, accuracy = _clock(split.x_test, split.y_test, args.budget_minutes * 60, args.progress)
+    label = f"{args.side} seed {args.seed} {args.epochs} epochs"
+    clock, accuracy = _clock(split.x_test, split.y_test, args.budget_minutes * 60, args.progress, label)
     if args.side == "cnnexp":
         model, _ = fit(cfg, split, [clock])
     else:
@@ -154,6 +155,7 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
         seed_runs = (
             ours[:1] + [{"side": "baseline", "budget": max(args.budgets), "epochs": args.baseline_epochs}] + ours[1:]
         )
+        seed_runs = [r for r in seed_runs if r["side"] in args.sides]
         runs += [dict(r, seed=seed) for r in (seed_runs if i % 2 == 0 else seed_runs[::-1])]
     return runs
 
@@ -165,6 +167,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--cnnexp-epochs", type=int, nargs="+", default=None, help="epochs per budget (default: config's)")
     p.add_argument("--baseline-epochs", type=int, default=200, help="upper bound; the budget stops it")
     p.add_argument("--seeds", type=int, nargs="+", default=[42])
+    p.add_argument("--sides", nargs="+", choices=["cnnexp", "baseline"], default=["cnnexp", "baseline"])
+    p.add_argument("--set", action="append", default=[], help="cnnexp config override KEY=VALUE (trying a default)")
     p.add_argument("--train-subset", type=int, default=None)
     p.add_argument("--worker", choices=["cnnexp", "baseline"], help=argparse.SUPPRESS)
     p.add_argument("--epochs", type=int, help=argparse.SUPPRESS)
@@ -192,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         else:
             cmd = ["-m", "benchmarks.time_to_accuracy", "--worker", r["side"], "--epochs", str(r["epochs"])]
             cmd += ["--budget-minutes", str(r["budget"]), "--seed", str(r["seed"]), "--dataset", args.dataset]
-            cmd += ["--progress", str(progress)]
+            cmd += ["--progress", str(progress)] + [f"--set={s}" for s in args.set]
             cmd += ["--train-subset", str(args.train_subset)] if args.train_subset else []
             result = common.run_python(cmd)
         result["budget_minutes"] = r["budget"]

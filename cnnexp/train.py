@@ -128,7 +128,12 @@ def make_callbacks(cfg: TrainConfig) -> list[keras.callbacks.Callback]:
     if cfg.early_stopping_patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=cfg.early_stopping_patience, restore_best_weights=True
+                monitor="val_loss",
+                patience=cfg.early_stopping_patience,
+                restore_best_weights=True,
+                # An annealing schedule does most of its work late: stopping at a plateau in the
+                # high-rate first half would throw that away, so the first half is not judged.
+                start_from_epoch=cfg.epochs // 2 if cfg.lr_schedule in ("cosine", "onecycle") else 0,
             )
         )
     if cfg.lr_schedule == "plateau":

@@ -10,7 +10,7 @@ import yaml
 from cnnexp.config import build_config
 from cnnexp.image_model import encode_image
 from cnnexp.tracking import FAILURE_TAG
-from cnnexp.train import TrainingDiverged, learning_rate, train
+from cnnexp.train import TrainingDiverged, learning_rate, make_callbacks, train
 
 
 def _artifacts(client, run_id, path=""):
@@ -141,3 +141,10 @@ def test_onecycle_schedule_ramps_then_anneals(tiny_overrides):
     assert float(schedule(200)) == pytest.approx(peak)  # end of the 20% warm-up
     assert float(schedule(100)) < float(schedule(200)) and float(schedule(600)) < peak
     assert float(schedule(1000)) == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize(("schedule", "start"), [("onecycle", 5), ("cosine", 5), ("none", 0), ("plateau", 0)])
+def test_early_stopping_spares_the_first_half_of_an_annealing_schedule(tiny_overrides, schedule, start):
+    cfg = build_config(overrides={**tiny_overrides, "train.lr_schedule": schedule, "train.epochs": 10})
+    (stopper,) = [c for c in make_callbacks(cfg.train) if isinstance(c, keras.callbacks.EarlyStopping)]
+    assert stopper.start_from_epoch == start and stopper.monitor == "val_loss" and stopper.restore_best_weights
