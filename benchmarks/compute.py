@@ -1,20 +1,24 @@
 """Training-step throughput of cnnexp's default CNN under each CPU switch, and GFLOP/s against peak.
 
 Every variant trains the same model (``build_model`` of the default config, or a named change to
-it) on the same in-memory Fashion-MNIST slice with ``model.fit`` on NumPy arrays (no tf.data, no
-augmentation: the input pipeline has its own benchmark), in a fresh process each, since oneDNN,
-the Keras backend and the precision policy are fixed at import time. Variants run interleaved,
-alternating their order each round; the table reports median images/s and the ratio to the default.
+it) on the same in-memory Fashion-MNIST slice, without augmentation (the input pipeline has its
+own benchmark). This machine's speed jumps between levels for minutes at a time, so two designs:
 
-Switches measured, from the issue's list of CPU traps: oneDNN custom ops off
-(``TF_ENABLE_ONEDNN_OPTS=0``), TensorFlow op determinism (cnnexp's default, for reproducibility),
-``steps_per_execution``, XLA (``jit_compile``), bfloat16 mixed precision, separable convolutions,
-inter-op threads, and the torch and JAX backends (from a second virtualenv, ``--backend-python``,
-since cnnexp itself pins TensorFlow). Achieved GFLOP/s counts 3x the forward multiply-adds of the
-conv and dense layers per training image (forward, input gradient, weight gradient); the fp32 peak
-is cores x clock x FLOPs per cycle of the widest vector unit the CPU reports (2 FMA units).
+* **In one process** (switches that are per model: XLA, bfloat16 mixed precision,
+  ``steps_per_execution``, separable convolutions, the old default architecture): every variant is
+  built and traced first, then all of them train in turns of ``--chunk-steps`` steps, alternating
+  the order each cycle, for ``--cycles`` cycles. Every variant sees the same machine states, so
+  their ratios are trustworthy even when the absolute speed is not.
+* **In fresh processes** (switches fixed at import or process level: oneDNN custom ops
+  ``TF_ENABLE_ONEDNN_OPTS=0``, TensorFlow op determinism, inter-op threads, and the torch and JAX
+  Keras backends from a second virtualenv, ``--backend-python``, since cnnexp pins TensorFlow):
+  interleaved rounds, ``--repeats`` of them, medians. Noisier: read with the spread.
 
-    python -m benchmarks.compute [--repeats 3] [--images 8192] [--backend-python /path/to/python]
+Achieved GFLOP/s counts 3x the forward multiply-adds (x2) of the conv and dense layers per training
+image (forward, input gradient, weight gradient); the fp32 peak is cores x clock x FLOPs per cycle
+of the widest vector unit the CPU reports, with 2 FMA units.
+
+    python -m benchmarks.compute [--cycles 12] [--repeats 3] [--backend-python /path/to/python]
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -30,17 +35,23 @@ from typing import Any
 
 from benchmarks import common
 
-# name -> (environment, worker flags). The first one is cnnexp's default and the ratios' reference.
-VARIANTS: dict[str, tuple[dict[str, str], list[str]]] = {
+# name -> (jit_compile, precision, steps_per_execution, batch size, model overrides)
+IN_PROCESS: dict[str, tuple[bool, str, int, int, dict[str, Any]]] = {
+    "default (fp32, no XLA)": (False, "float32", 1, 128, {}),
+    "XLA (jit_compile)": (True, "float32", 1, 128, {}),
+    "mixed_bfloat16": (False, "mixed_bfloat16", 1, 128, {}),
+    "XLA + mixed_bfloat16": (True, "mixed_bfloat16", 1, 128, {}),
+    "steps_per_execution=8": (False, "float32", 8, 128, {}),
+    "batch 256": (False, "float32", 1, 256, {}),
+    "separable convs": (False, "float32", 1, 128, {"model.conv_type": "separable"}),
+    "old default (2 blocks x 2 convs)": (False, "float32", 1, 128, {"model.blocks": 2, "model.convs_per_block": 2}),
+}
+# name -> (environment, worker flags); the first is the reference.
+PROCESSES: dict[str, tuple[dict[str, str], list[str]]] = {
     "default (deterministic, oneDNN on)": ({}, ["--deterministic"]),
     "oneDNN off": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, ["--deterministic"]),
     "not deterministic": ({}, []),
-    "steps_per_execution=16": ({}, ["--deterministic", "--steps-per-execution", "16"]),
-    "XLA (jit_compile)": ({}, ["--deterministic", "--jit"]),
-    "mixed_bfloat16": ({}, ["--deterministic", "--policy", "mixed_bfloat16"]),
-    "separable convs": ({}, ["--deterministic", "--set", "model.conv_type=separable"]),
     "inter-op threads 1": ({}, ["--deterministic", "--inter-op", "1"]),
-    "old default (2x2 convs)": ({}, ["--deterministic", "--set", "model.blocks=2", "--set", "model.convs_per_block=2"]),
 }
 BACKENDS = {"torch backend": "torch", "jax backend": "jax"}
 
@@ -76,16 +87,55 @@ def peak_gflops() -> dict[str, float]:
     except OSError:
         pass
     cores = os.cpu_count() or 1
-    return {"cores": cores, "ghz": ghz, "flops_per_cycle": 2 * lanes * 2, "fp32_peak_gflops": cores * ghz * 4 * lanes}
+    return {"cores": cores, "ghz": ghz, "flops_per_cycle": 4 * lanes, "fp32_peak_gflops": cores * ghz * 4 * lanes}
+
+
+def _model(overrides: dict[str, Any], shape: tuple[int, ...], precision: str = "float32"):
+    from cnnexp.config import build_config
+    from cnnexp.models import build_model
+    from cnnexp.train import dtype_policy
+
+    with dtype_policy(precision):
+        return build_model(build_config(overrides=overrides).model, shape, 10)
+
+
+def in_process(x, y, cycles: int, chunk_steps: int, names: list[str]) -> dict[str, dict[str, float]]:
+    """Per-model switches, all variants trained in turns in this process (see the module docstring)."""
+    import keras
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()  # as cnnexp trains
+    variants = {}
+    for name in names:
+        jit, precision, spe, batch, overrides = IN_PROCESS[name]
+        model = _model(overrides, x.shape[1:], precision)
+        model.compile(
+            keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", jit_compile=jit, steps_per_execution=spe
+        )
+        data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).cache().repeat()
+        steps = max(spe, chunk_steps * 128 // batch)  # the same images per turn for every batch size
+        model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)  # trace, warm caches
+        variants[name] = (model, data, steps, batch)
+    seconds = dict.fromkeys(variants, 0.0)
+    order = list(variants)
+    for cycle in range(cycles):
+        for name in order if cycle % 2 == 0 else order[::-1]:
+            model, data, steps, _ = variants[name]
+            start = time.perf_counter()
+            model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
+            seconds[name] += time.perf_counter() - start
+    out = {}
+    for name, (model, _, steps, batch) in variants.items():
+        ips = cycles * steps * batch / seconds[name]
+        flops = forward_flops(model)
+        out[name] = {"images_per_s": ips, "forward_mflops": flops / 1e6, "gflops_per_s": 3 * flops * ips / 1e9}
+    return out
 
 
 def worker(args: argparse.Namespace) -> dict[str, Any]:
-    """Time ``fit`` on the saved slice in this process, under the switches given."""
+    """One fresh-process variant: time ``fit`` on the saved slice under the process-level switches."""
     import keras
     import numpy as np
-
-    from cnnexp.config import build_config
-    from cnnexp.models import build_model
 
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -94,108 +144,106 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
             tf.config.experimental.enable_op_determinism()
         if args.inter_op:
             tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
-    if args.policy:
-        keras.mixed_precision.set_global_policy(args.policy)
     keras.utils.set_random_seed(0)
     data = np.load(args.data)
     x, y = data["x"], data["y"]
-    cfg = build_config(overrides=dict(s.split("=", 1) for s in args.set))
-    model = build_model(cfg.model, x.shape[1:], 10)
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        jit_compile=args.jit,
-        steps_per_execution=args.steps_per_execution,
-    )
+    model = _model({}, x.shape[1:])
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
     warm = 10 * args.batch_size
-    model.fit(x[:warm], y[:warm], batch_size=args.batch_size, epochs=1, verbose=0)  # trace and warm caches
+    model.fit(x[:warm], y[:warm], batch_size=args.batch_size, epochs=1, verbose=0)  # trace, warm caches
     start = time.perf_counter()
-    model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, shuffle=False, verbose=0)
-    seconds = time.perf_counter() - start
-    images_per_s = len(y) * args.epochs / seconds
+    model.fit(x, y, batch_size=args.batch_size, epochs=1, shuffle=False, verbose=0)
+    images_per_s = len(y) / (time.perf_counter() - start)
     flops = forward_flops(model)
-    return {
-        "images_per_s": images_per_s,
-        "forward_mflops": flops / 1e6,
-        "gflops_per_s": 3 * flops * images_per_s / 1e9,
-        "params": model.count_params(),
-        "backend": keras.backend.backend(),
-    }
+    return {"images_per_s": images_per_s, "forward_mflops": flops / 1e6, "gflops_per_s": 3 * flops * images_per_s / 1e9}
 
 
-def save_slice(path: Path, images: int, dataset: str) -> None:
-    import numpy as np
-
+def load_slice(images: int, dataset: str):
     from cnnexp.config import build_config
     from cnnexp.datasets import load_dataset
 
-    cfg = build_config(overrides={"data.dataset": dataset})
-    ds = load_dataset(cfg.data)
-    n = min(images, len(ds.y_train))
-    np.savez(path, x=ds.x_train[:n].astype("float32"), y=ds.y_train[:n].astype("int64"))
+    ds = load_dataset(build_config(overrides={"data.dataset": dataset}).data)
+    return ds.x_train[:images].astype("float32"), ds.y_train[:images].astype("int64")
+
+
+def _rows(results: dict[str, dict[str, float]], spreads: dict[str, str], peak: float) -> list[dict[str, Any]]:
+    reference = next(iter(results.values()))["images_per_s"]
+    return [
+        {
+            "variant": name,
+            "images/s": r["images_per_s"],
+            "min-max": spreads.get(name, ""),
+            "vs default": r["images_per_s"] / reference,
+            "GFLOP/s": r["gflops_per_s"],
+            "% of fp32 peak": 100 * r["gflops_per_s"] / peak if peak else None,
+            "fwd MFLOPs": r["forward_mflops"],
+        }
+        for name, r in results.items()
+    ]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--images", type=int, default=8192, help="training images per timed pass")
-    p.add_argument("--epochs", type=int, default=1, help="timed passes over them")
+    p.add_argument("--images", type=int, default=8192, help="training images in memory")
+    p.add_argument("--cycles", type=int, default=12, help="in-process turns per variant")
+    p.add_argument("--chunk-steps", type=int, default=16, help="steps of 128 images per in-process turn")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--dataset", default="fashion_mnist")
-    p.add_argument("--only", nargs="+", help="variant names to run (default: all)")
     p.add_argument("--backend-python", help="a python with keras + torch + jax, for the backend rows")
-    for flag in ("--worker", "--jit", "--deterministic"):
-        p.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--skip-processes", action="store_true", help="only the in-process comparison")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--deterministic", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
-    p.add_argument("--policy", help=argparse.SUPPRESS)
     p.add_argument("--inter-op", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--steps-per-execution", type=int, default=1, help=argparse.SUPPRESS)
-    p.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args)))
         return {}
     if args.smoke:
-        args.dataset, args.images, args.only = "digits", 256, args.only or list(VARIANTS)[:2]
-    variants = {name: (env, flags, sys.executable) for name, (env, flags) in VARIANTS.items()}
-    if args.backend_python:
-        repo = str(Path(__file__).resolve().parent.parent)
-        for name, backend in BACKENDS.items():
-            variants[name] = ({"KERAS_BACKEND": backend, "PYTHONPATH": repo}, [], args.backend_python)
-    if args.only:
-        variants = {k: v for k, v in variants.items() if k in args.only}
-    with tempfile.TemporaryDirectory(prefix="cnnexp-compute-") as tmp:
-        data = Path(tmp) / "slice.npz"
-        save_slice(data, args.images, args.dataset)
-        common_flags = ["--data", str(data), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
-
-        def side(env: dict[str, str], flags: list[str], python: str):
-            cmd = [python, "-m", "benchmarks.compute", "--worker", *common_flags, *flags]
-            return lambda: common.run_command(cmd, env)
-
-        samples = common.interleave({name: side(*v) for name, v in variants.items()}, args.repeats)
+        args.dataset, args.images, args.cycles, args.chunk_steps = "digits", 512, 1, 2
     peak = peak_gflops()
-    reference = common.medians(samples[next(iter(samples))])["images_per_s"]
-    rows = []
-    for name, runs in samples.items():
-        med = common.medians([{k: v for k, v in r.items() if k != "backend"} for r in runs])
-        ips = [r["images_per_s"] for r in runs]
-        rows.append(
-            {
-                "variant": name,
-                "images/s": med["images_per_s"],
-                "min-max": f"{min(ips):,.0f}-{max(ips):,.0f}",
-                "vs default": med["images_per_s"] / reference,
-                "GFLOP/s": med["gflops_per_s"],
-                "% of fp32 peak": 100 * med["gflops_per_s"] / peak["fp32_peak_gflops"] if peak["ghz"] else None,
-                "fwd MFLOPs": med["forward_mflops"],
-            }
-        )
-    columns = ["variant", "images/s", "min-max", "vs default", "GFLOP/s", "% of fp32 peak", "fwd MFLOPs"]
-    print(common.table(rows, columns))
-    payload = {"peak": peak, "rows": rows, "samples": samples, "settings": {k: str(v) for k, v in vars(args).items()}}
+    x, y = load_slice(args.images, args.dataset)
+    names = list(IN_PROCESS)[:2] if args.smoke else list(IN_PROCESS)  # smoke: just check both designs run
+    inproc = in_process(x, y, args.cycles, args.chunk_steps, names)
+    print(common.table(_rows(inproc, {}, peak["fp32_peak_gflops"]), COLUMNS))
+    payload: dict[str, Any] = {"peak": peak, "in_process": _rows(inproc, {}, peak["fp32_peak_gflops"])}
+    if not args.skip_processes:
+        processes = {name: (env, flags, sys.executable) for name, (env, flags) in PROCESSES.items()}
+        if args.backend_python:
+            repo = str(Path(__file__).resolve().parent.parent)
+            for name, backend in BACKENDS.items():
+                processes[name] = ({"KERAS_BACKEND": backend, "PYTHONPATH": repo}, [], args.backend_python)
+        if args.smoke:
+            processes = dict(list(processes.items())[:2])
+        samples = _fresh_processes(processes, x, y, args)
+        medians = {n: {k: statistics.median(s[k] for s in runs) for k in runs[0]} for n, runs in samples.items()}
+        spreads = {
+            n: f"{min(s['images_per_s'] for s in r):,.0f}-{max(s['images_per_s'] for s in r):,.0f}"
+            for n, r in samples.items()
+        }
+        payload["processes"] = _rows(medians, spreads, peak["fp32_peak_gflops"])
+        payload["process_samples"] = samples
+        print(common.table(payload["processes"], COLUMNS))
+    payload["settings"] = {k: str(v) for k, v in vars(args).items()}
     common.write_result(args.out, "compute", payload)
     return payload
+
+
+COLUMNS = ["variant", "images/s", "min-max", "vs default", "GFLOP/s", "% of fp32 peak", "fwd MFLOPs"]
+
+
+def _fresh_processes(processes: dict, x, y, args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
+    import numpy as np
+
+    with tempfile.TemporaryDirectory(prefix="cnnexp-compute-") as tmp:
+        data = Path(tmp) / "slice.npz"
+        np.savez(data, x=x, y=y)
+        flags = ["--data", str(data), "--batch-size", str(args.batch_size)]
+
+        def side(env: dict[str, str], extra: list[str], python: str):
+            return lambda: common.run_command([python, "-m", "benchmarks.compute", "--worker", *flags, *extra], env)
+
+        return common.interleave({name: side(*v) for name, v in processes.items()}, args.repeats)
 
 
 if __name__ == "__main__":

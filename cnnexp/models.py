@@ -86,5 +86,6 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes
         x = layers.Activation("relu", name="head_relu")(x)
         if cfg.head_dropout:
             x = layers.Dropout(cfg.head_dropout, name="head_drop")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    # float32 whatever the precision policy: a bf16 softmax loses the small probabilities.
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name=f"cnnexp_{cfg.family}")

@@ -11,7 +11,8 @@ import logging
 import math
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import keras
@@ -98,7 +99,19 @@ def compile_model(model: keras.Model, cfg: TrainConfig, steps_per_epoch: int) ->
         # Sparse labels stay ints; label smoothing needs one-hot, so it is applied on the fly.
         loss=_loss(cfg.label_smoothing),
         metrics=["accuracy"],
+        jit_compile=cfg.jit_compile,  # Keras' "auto" leaves XLA off on CPU-only machines
     )
+
+
+@contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Layers built inside compute in ``name`` (e.g. mixed_bfloat16); Keras' global policy is restored."""
+    saved = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(saved)
 
 
 def _loss(label_smoothing: float) -> keras.losses.Loss:
@@ -157,7 +170,8 @@ def fit(
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """Build, compile and fit one model on the split's train part, validating on its val part."""
     t = cfg.train
-    model = build_model(cfg.model, split.x_train.shape[1:], len(split.class_names))
+    with dtype_policy(t.precision):
+        model = build_model(cfg.model, split.x_train.shape[1:], len(split.class_names))
     steps = math.ceil(len(split.y_train) / t.batch_size)
     compile_model(model, t, steps)
     augmenter = build_augmenter(cfg.data.augment, t.seed)

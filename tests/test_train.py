@@ -89,11 +89,17 @@ def test_options_train(tracking, tiny_overrides):
             "train.label_smoothing": 0.1,
             "data.train_subset": 300,
             "data.augment.shift": 0.1,
+            "train.precision": "mixed_bfloat16",
+            "train.jit_compile": True,
         }
     )
     result = train(cfg)
     assert result.split.sizes()["train"] == 300
     assert 0.0 <= result.metrics["test_accuracy"] <= 1.0
+    # bf16 convolutions, a float32 softmax, and Keras' global policy left as it was.
+    assert result.model.get_layer("block1_conv1").compute_dtype == "bfloat16"
+    assert result.model.get_layer("probabilities").compute_dtype == "float32"
+    assert keras.config.dtype_policy().name == "float32"
 
 
 def test_failure_ends_failed_with_reason(tracking, tiny_overrides):
