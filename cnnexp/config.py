@@ -78,6 +78,9 @@ class TrainConfig:
     label_smoothing: float = 0.1
     early_stopping_patience: int = 3  # epochs without val_loss improvement; 0 disables
     lr_schedule: str = "onecycle"  # none | cosine | onecycle | plateau
+    # Wall-clock cap on fit; the schedule then anneals by time or steps, whichever runs out first
+    # (cnnexp/schedules.py). Not bit-reproducible: how many steps fit depends on the machine.
+    time_budget_minutes: float | None = None
     seed: int = 42
     deterministic: bool = True  # TensorFlow op determinism: same seed, same result
     jit_compile: bool = False  # XLA: measured 0.86x on this CPU for the default CNN (docs/performance.md)
@@ -302,6 +305,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     _check(0 <= t.momentum < 1, f"train.momentum={t.momentum} must be in [0, 1)")
     _check(t.batch_size >= 1, f"train.batch_size={t.batch_size} must be at least 1")
     _check(t.epochs >= 1, f"train.epochs={t.epochs} must be at least 1")
+    budget = t.time_budget_minutes
+    _check(budget is None or budget > 0, f"train.time_budget_minutes={budget} must be positive")
     _check(0 <= t.label_smoothing < 1, f"train.label_smoothing={t.label_smoothing} must be in [0, 1)")
     _check(t.early_stopping_patience >= 0, f"train.early_stopping_patience={t.early_stopping_patience} must be >= 0")
     _check(bool(cfg.experiment_name), "experiment_name must not be empty")

@@ -29,13 +29,11 @@ from cnnexp.evaluate import evaluate
 from cnnexp.image_model import log_image_model
 from cnnexp.models import build_model
 from cnnexp.pipeline import build_augmenter, make_dataset
+from cnnexp.schedules import TimeBudget, learning_rate, make_optimizer
 from cnnexp.split import Split, split_dataset
 from cnnexp.tracking import git_commit, tracked_run, use_experiment
 
 log = logging.getLogger(__name__)
-
-
-ONECYCLE_WARMUP = 0.2  # fraction of all steps spent ramping the learning rate up
 
 
 class TrainingDiverged(RuntimeError):
@@ -64,33 +62,6 @@ def set_seeds(cfg: TrainConfig) -> None:
     keras.utils.set_random_seed(cfg.seed)  # python, numpy and backend generators
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
-
-
-def learning_rate(cfg: TrainConfig, steps_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
-    """The constant rate or the per-step schedule the config asks for (plateau is a callback)."""
-    total = cfg.epochs * steps_per_epoch
-    if cfg.lr_schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=total)
-    if cfg.lr_schedule == "onecycle":
-        # One-cycle shape (Smith; the fast CIFAR-10 records): a linear ramp from lr/10 to the peak over
-        # the first 20% of steps, then cosine annealing to zero. Needs fewer epochs than a constant lr.
-        warmup = max(1, int(ONECYCLE_WARMUP * total))
-        return keras.optimizers.schedules.CosineDecay(
-            cfg.learning_rate / 10,
-            decay_steps=max(1, total - warmup),
-            warmup_target=cfg.learning_rate,
-            warmup_steps=warmup,
-        )
-    return cfg.learning_rate
-
-
-def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    lr = learning_rate(cfg, steps_per_epoch)
-    if cfg.optimizer == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=True)
-    return keras.optimizers.Adam(lr)
 
 
 def compile_model(model: keras.Model, cfg: TrainConfig, steps_per_epoch: int) -> None:
@@ -136,8 +107,11 @@ class _SmoothedSparseCrossentropy(keras.losses.Loss):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
-def make_callbacks(cfg: TrainConfig) -> list[keras.callbacks.Callback]:
+def make_callbacks(cfg: TrainConfig, steps_per_epoch: int) -> list[keras.callbacks.Callback]:
     callbacks: list[keras.callbacks.Callback] = [_RaiseOnNaN()]
+    if cfg.time_budget_minutes:
+        total = cfg.epochs * steps_per_epoch
+        callbacks.append(TimeBudget(cfg.time_budget_minutes, learning_rate(cfg, steps_per_epoch), total))
     if cfg.early_stopping_patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -184,7 +158,7 @@ def fit(
             train_ds,
             validation_data=val_ds,
             epochs=t.epochs,
-            callbacks=make_callbacks(t) + list(extra_callbacks),
+            callbacks=make_callbacks(t, steps) + list(extra_callbacks),
             verbose=1 if sys.stdout.isatty() else 2,  # a bar in a terminal, one line per epoch in logs
         )
     return model, {k: [float(v) for v in vals] for k, vals in history.history.items()}

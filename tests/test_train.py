@@ -1,4 +1,5 @@
 import json
+from types import SimpleNamespace
 
 import keras
 import mlflow
@@ -7,10 +8,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from cnnexp.config import build_config
+from cnnexp import schedules
+from cnnexp.config import ConfigError, build_config
 from cnnexp.image_model import encode_image
+from cnnexp.schedules import TimeBudget, learning_rate
 from cnnexp.tracking import FAILURE_TAG
-from cnnexp.train import TrainingDiverged, learning_rate, make_callbacks, train
+from cnnexp.train import TrainingDiverged, make_callbacks, train
 
 
 def _artifacts(client, run_id, path=""):
@@ -152,5 +155,42 @@ def test_onecycle_schedule_ramps_then_anneals(tiny_overrides):
 @pytest.mark.parametrize(("schedule", "start"), [("onecycle", 5), ("cosine", 5), ("none", 0), ("plateau", 0)])
 def test_early_stopping_spares_the_first_half_of_an_annealing_schedule(tiny_overrides, schedule, start):
     cfg = build_config(overrides={**tiny_overrides, "train.lr_schedule": schedule, "train.epochs": 10})
-    (stopper,) = [c for c in make_callbacks(cfg.train) if isinstance(c, keras.callbacks.EarlyStopping)]
+    (stopper,) = [c for c in make_callbacks(cfg.train, 10) if isinstance(c, keras.callbacks.EarlyStopping)]
     assert stopper.start_from_epoch == start and stopper.monitor == "val_loss" and stopper.restore_best_weights
+
+
+def test_time_budget_stops_fit(tracking, tiny_overrides):
+    budget = {"train.epochs": 500, "train.time_budget_minutes": 0.05, "train.early_stopping_patience": 0}
+    cfg = build_config(overrides={**tiny_overrides, **budget})
+    result = train(cfg, evaluate_test=False, log_model=False)
+    assert 1 <= len(result.history["loss"]) < 500  # 3 seconds of fit, not 500 epochs
+
+
+def test_time_budget_drives_the_schedule_by_the_clock(tiny_overrides, monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(schedules.time, "perf_counter", lambda: clock[0])
+    cfg = build_config(overrides={**tiny_overrides, "train.epochs": 10, "train.time_budget_minutes": 1})
+    (budget,) = [c for c in make_callbacks(cfg.train, 100) if isinstance(c, TimeBudget)]
+    model = SimpleNamespace(optimizer=schedules.make_optimizer(cfg.train, 100), stop_training=False)
+    budget.set_model(model)
+    budget.on_train_begin()
+    peak = cfg.train.learning_rate
+    for seconds, expected in ((0, peak / 10), (12, peak), (36, peak / 2)):  # 20% warm-up, then cosine
+        clock[0] = 100.0 + seconds
+        budget.on_train_batch_begin(0)
+        assert float(model.optimizer.learning_rate) == pytest.approx(expected, rel=1e-3)
+        budget.on_train_batch_end(0)
+    assert not model.stop_training
+    clock[0] = 160.0
+    budget.on_train_batch_end(0)
+    assert model.stop_training and budget.stopped_by_time
+
+
+def test_time_budget_follows_steps_when_they_run_out_first(tiny_overrides):
+    cfg = build_config(overrides={**tiny_overrides, "train.epochs": 10, "train.time_budget_minutes": 60})
+    (budget,) = [c for c in make_callbacks(cfg.train, 100) if isinstance(c, TimeBudget)]
+    budget.on_train_begin()
+    budget.steps = 500  # half the steps, a second of the hour: progress is the steps'
+    assert budget.progress() == pytest.approx(0.5, abs=1e-3)
+    with pytest.raises(ConfigError, match="time_budget_minutes"):
+        build_config(overrides={**tiny_overrides, "train.time_budget_minutes": -1})
