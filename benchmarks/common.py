@@ -22,6 +22,15 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_OUT = Path("benchmarks/results")
+# Tiny model on digits: a smoke run checks a script end to end in seconds, measuring nothing.
+SMOKE_CONFIG = {
+    "data.dataset": "digits",
+    "model.blocks": 1,
+    "model.filters": 8,
+    "model.convs_per_block": 1,
+    "model.head_units": 32,
+    "train.batch_size": 64,
+}
 
 
 def parser(description: str, *, repeats: int = 3) -> argparse.ArgumentParser:

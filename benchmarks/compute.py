@@ -104,7 +104,8 @@ def in_process(x, y, cycles: int, chunk_steps: int, names: list[str]) -> dict[st
     import keras
     import tensorflow as tf
 
-    tf.config.experimental.enable_op_determinism()  # as cnnexp trains
+    # No op determinism here (cnnexp's default; the fresh-process rows measure its cost): Keras
+    # silently turns XLA off under it, so the XLA rows would measure nothing.
     variants = {}
     for name in names:
         jit, precision, spe, batch, overrides = IN_PROCESS[name]

@@ -35,7 +35,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from benchmarks.common import interleave, parser, summarize, table, write_result  # noqa: E402
+from benchmarks.common import SMOKE_CONFIG, interleave, parser, summarize, table, write_result  # noqa: E402
 from cnnexp.config import build_config  # noqa: E402
 from cnnexp.datasets import load_dataset  # noqa: E402
 from cnnexp.models import build_model  # noqa: E402
@@ -45,12 +45,7 @@ from cnnexp.train import compile_model, set_seeds  # noqa: E402
 
 NAME = "input_pipeline"
 SMOKE = {
-    "data.dataset": "digits",
-    "model.blocks": 1,
-    "model.filters": 8,
-    "model.convs_per_block": 1,
-    "model.head_units": 32,
-    "train.batch_size": 64,
+    **SMOKE_CONFIG,
     # Digits has no default augmentation; the smoke run still exercises the augmented pipeline.
     "data.augment.shift": 0.1,
 }

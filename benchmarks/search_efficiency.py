@@ -36,18 +36,17 @@ rounds use seeds seed, seed + 1, ..., and the report gives medians over the roun
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import os
 import statistics
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from benchmarks.common import Timer, interleave, parser, spread, table, write_result
+from benchmarks.common import Timer, interleave, parser, spread, table, throwaway_store, write_result
 
 ROOT = Path(__file__).resolve().parents[1]  # the default spaces are the repository's, whatever the cwd
 NAME = "search_efficiency"
@@ -58,7 +57,6 @@ EXPERIMENT = "bench-search"
 # machine: 3-6 s per epoch on 2,000 images, so a round is about 12-18 min (pruned side ~2/3 of unpruned).
 DEFAULTS = {"space": "search_spaces/fashion_mnist.yaml", "trials": 10, "trial_epochs": 9, "train_subset": 2000}
 SMOKE = {"space": "search_spaces/digits.yaml", "trials": 2, "trial_epochs": 2, "train_subset": 200}
-MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,29 +89,6 @@ def write_space(src: Path, dest: Path, epochs: int, subset: int) -> Path:
     return dest
 
 
-@contextlib.contextmanager
-def isolated_tracking(root: Path) -> Iterator[str]:
-    """A fresh SQLite MLflow store under ``root`` (artifacts too); the caller's URI and env come back after."""
-    import mlflow
-
-    saved = {k: os.environ.pop(k, None) for k in MLFLOW_ENV}  # a stale experiment id would point elsewhere
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    try:
-        # Created here so artifacts land under root, not in ./mlruns of the working directory.
-        mlflow.MlflowClient().create_experiment(EXPERIMENT, artifact_location=(root / "artifacts").as_uri())
-        yield uri
-    finally:
-        while mlflow.active_run():
-            mlflow.end_run()
-        mlflow.set_tracking_uri(None)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def run_study(space: Path, pruner: str, n_trials: int, seed: int, root: Path) -> dict[str, Any]:
     """One study through cnnexp's tune(); its trials in completion order with the compute each used."""
     import mlflow
@@ -125,7 +100,7 @@ def run_study(space: Path, pruner: str, n_trials: int, seed: int, root: Path) ->
     storage = f"sqlite:///{root / 'optuna.db'}"
     opts = TuneOptions(str(space), root.name, n_trials, storage=storage, sampler="tpe", pruner=pruner, seed=seed)
     opts.retrain_best, opts.experiment_name = False, EXPERIMENT
-    with isolated_tracking(root):
+    with throwaway_store(EXPERIMENT):
         with Timer() as timer:
             study = tune(opts).study
         client = mlflow.MlflowClient()

@@ -33,7 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import mlflow  # noqa: E402
 
-from benchmarks.common import interleave, parser, summarize, table, throwaway_store, write_result  # noqa: E402
+from benchmarks.common import SMOKE_CONFIG, interleave, parser, summarize, table, throwaway_store, write_result  # noqa: E402
 from cnnexp.config import ExperimentConfig, build_config  # noqa: E402
 from cnnexp.datasets import load_dataset  # noqa: E402
 from cnnexp.split import Split, split_dataset  # noqa: E402
@@ -42,15 +42,6 @@ from cnnexp.train import fit, set_seeds, train  # noqa: E402
 NAME = "tracking_overhead"
 TARGET = 0.95
 EXPERIMENT = "bench-tracking-overhead"
-# Tiny model on digits: checks the script end to end in seconds.
-SMOKE = {
-    "data.dataset": "digits",
-    "model.blocks": 1,
-    "model.filters": 8,
-    "model.convs_per_block": 1,
-    "model.head_units": 32,
-    "train.batch_size": 64,
-}
 
 
 class EpochClock(keras.callbacks.Callback):
@@ -88,7 +79,7 @@ def make_config(dataset: str, epochs: int, train_subset: int | None, batch_size:
         "experiment_name": EXPERIMENT,
     }
     if smoke:
-        overrides.update(SMOKE)
+        overrides.update(SMOKE_CONFIG)
     return build_config(overrides=overrides)
 
 

@@ -83,7 +83,6 @@ class TrainConfig:
     time_budget_minutes: float | None = None
     seed: int = 42
     deterministic: bool = True  # TensorFlow op determinism: same seed, same result
-    jit_compile: bool = False  # XLA: measured 0.86x on this CPU for the default CNN (docs/performance.md)
     # float32 | mixed_bfloat16: 1.14x on this CPU (native bf16: AMX); far slower on CPUs without it.
     precision: str = "float32"
 

@@ -70,7 +70,6 @@ def compile_model(model: keras.Model, cfg: TrainConfig, steps_per_epoch: int) ->
         # Sparse labels stay ints; label smoothing needs one-hot, so it is applied on the fly.
         loss=_loss(cfg.label_smoothing),
         metrics=["accuracy"],
-        jit_compile=cfg.jit_compile,  # Keras' "auto" leaves XLA off on CPU-only machines
     )
 
 

@@ -93,7 +93,6 @@ def test_options_train(tracking, tiny_overrides):
             "data.train_subset": 300,
             "data.augment.shift": 0.1,
             "train.precision": "mixed_bfloat16",
-            "train.jit_compile": True,
         }
     )
     result = train(cfg)

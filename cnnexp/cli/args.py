@@ -23,6 +23,7 @@ TRAIN_FLAGS = {
     "label_smoothing": "train.label_smoothing",
     "patience": "train.early_stopping_patience",
     "lr_schedule": "train.lr_schedule",
+    "time_budget_minutes": "train.time_budget_minutes",
     "seed": "train.seed",
     "experiment_name": "experiment_name",
     "run_name": "run_name",
