@@ -21,6 +21,8 @@ FOLDER_PREFIX = "folder:"
 # Datasets whose classes change meaning under a mirror image (a flipped 2 is not a 2).
 NO_FLIP_DATASETS = ("digits", "mnist")
 PRECISIONS = ("float32", "mixed_bfloat16")
+LR_SCHEDULES = ("none", "cosine", "onecycle", "plateau")
+ANNEALING_SCHEDULES = ("cosine", "onecycle")  # per-step schedules that end near zero
 
 
 class ConfigError(ValueError):
@@ -53,8 +55,8 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     family: str = "plain"  # plain | residual
-    # Defaults chosen for accuracy per second on a CPU (docs/performance.md): three single-conv
-    # blocks cost ~15 MFLOPs an image, 2.5x less than two double-conv blocks, for equal accuracy.
+    # Defaults chosen for training speed on a CPU (docs/performance.md): three single-conv blocks
+    # cost ~15 MFLOPs an image, 2.5x less than two double-conv blocks, and train 1.5-1.65x faster.
     blocks: int = 3
     filters: int = 32  # filters of the first block; each later block doubles it
     kernel_size: int = 3
@@ -83,7 +85,7 @@ class TrainConfig:
     time_budget_minutes: float | None = None
     seed: int = 42
     deterministic: bool = True  # TensorFlow op determinism: same seed, same result
-    # float32 | mixed_bfloat16: 1.14x on this CPU (native bf16: AMX); far slower on CPUs without it.
+    # float32 | mixed_bfloat16: 1.26x on the AMX CPU of docs/performance.md; far slower without native bf16.
     precision: str = "float32"
 
 
@@ -297,7 +299,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         _check(0 <= getattr(m, name) < 1, f"model.{name}={getattr(m, name)} must be in [0, 1)")
 
     _one_of("train.optimizer", t.optimizer, ("adam", "adamw", "sgd"))
-    _one_of("train.lr_schedule", t.lr_schedule, ("none", "cosine", "onecycle", "plateau"))
+    _one_of("train.lr_schedule", t.lr_schedule, LR_SCHEDULES)
     _one_of("train.precision", t.precision, PRECISIONS)
     _check(t.learning_rate > 0, f"train.learning_rate={t.learning_rate} must be positive")
     _check(t.weight_decay >= 0, f"train.weight_decay={t.weight_decay} must be >= 0")

@@ -23,7 +23,7 @@ import cnnexp
 from cnnexp import plots
 from cnnexp.analysis import analyze
 from cnnexp.analysis_files import log_analysis
-from cnnexp.config import ExperimentConfig, TrainConfig
+from cnnexp.config import ANNEALING_SCHEDULES, ExperimentConfig, TrainConfig
 from cnnexp.datasets import load_dataset
 from cnnexp.evaluate import evaluate
 from cnnexp.image_model import log_image_model
@@ -119,7 +119,7 @@ def make_callbacks(cfg: TrainConfig, steps_per_epoch: int) -> list[keras.callbac
                 restore_best_weights=True,
                 # An annealing schedule does most of its work late: stopping at a plateau in the
                 # high-rate first half would throw that away, so the first half is not judged.
-                start_from_epoch=cfg.epochs // 2 if cfg.lr_schedule in ("cosine", "onecycle") else 0,
+                start_from_epoch=cfg.epochs // 2 if cfg.lr_schedule in ANNEALING_SCHEDULES else 0,
             )
         )
     if cfg.lr_schedule == "plateau":
