@@ -16,11 +16,13 @@ from typing import Any
 
 import yaml
 
+from cnnexp.hardware import native_bf16
+
 BUILTIN_DATASETS = ("digits", "fashion_mnist", "mnist", "cifar10")
 FOLDER_PREFIX = "folder:"
 # Datasets whose classes change meaning under a mirror image (a flipped 2 is not a 2).
 NO_FLIP_DATASETS = ("digits", "mnist")
-PRECISIONS = ("float32", "mixed_bfloat16")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 LR_SCHEDULES = ("none", "cosine", "onecycle", "plateau")
 ANNEALING_SCHEDULES = ("cosine", "onecycle")  # per-step schedules that end near zero
 
@@ -67,6 +69,10 @@ class ModelConfig:
     pooling: str = "flatten"  # head input: flatten | avg (global average pooling)
     head_units: int = 128
     head_dropout: float = 0.3
+    # Flip test-time augmentation: predictions average each image with its mirror image, inside the
+    # saved model (so evaluation, serving and the web page all get it). None: on exactly when
+    # training flips images, i.e. where a mirror image keeps its class.
+    flip_tta: bool | None = None
 
 
 @dataclass
@@ -85,8 +91,10 @@ class TrainConfig:
     time_budget_minutes: float | None = None
     seed: int = 42
     deterministic: bool = True  # TensorFlow op determinism: same seed, same result
-    # float32 | mixed_bfloat16: 1.26x on the AMX CPU of docs/performance.md; far slower without native bf16.
-    precision: str = "float32"
+    # auto | float32 | mixed_bfloat16. bf16 trains 1.26x faster on the AMX CPU of
+    # docs/performance.md, for the same accuracy, but is emulated (far slower) on CPUs without
+    # native bf16: auto picks it only where the CPU has it (cnnexp/hardware.py).
+    precision: str = "auto"
 
 
 @dataclass
@@ -241,6 +249,10 @@ def resolve(cfg: ExperimentConfig) -> ExperimentConfig:
     for name, value in defaults.items():
         if getattr(aug, name) is None:
             setattr(aug, name, value)
+    if cfg.train.precision == "auto":
+        cfg.train.precision = "mixed_bfloat16" if native_bf16() else "float32"
+    if cfg.model.flip_tta is None:
+        cfg.model.flip_tta = aug.horizontal_flip
     if dataset_kind(cfg.data.dataset) == "folder" and cfg.data.image_size is None:
         cfg.data.image_size = (32, 32)
     if cfg.run_name is None:
@@ -289,6 +301,10 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         f"data.augment.horizontal_flip=true is not allowed for {kind}: a mirrored digit is not the same digit",
     )
 
+    _check(
+        not (m.flip_tta and kind in NO_FLIP_DATASETS),
+        f"model.flip_tta=true is not allowed for {kind}: a mirrored digit is not the same digit",
+    )
     _one_of("model.family", m.family, ("plain", "residual"))
     _one_of("model.conv_type", m.conv_type, ("standard", "separable"))
     _one_of("model.pooling", m.pooling, ("flatten", "avg"))

@@ -22,6 +22,9 @@ import pandas as pd
 from mlflow.models import ModelSignature, infer_signature
 from PIL import Image
 
+# Registers cnnexp's own layers (flip test-time augmentation) that a saved model may hold, so
+# the serving process can load it.
+import cnnexp.models  # noqa: F401
 from cnnexp.folder_dataset import to_array
 from cnnexp.model_input import IMAGE_COLUMN, PIXELS_COLUMN, input_schema, request_images
 

@@ -47,6 +47,27 @@ def _residual_block(x, cfg: ModelConfig, filters: int, name: str):
     return layers.Activation("relu", name=f"{name}_out")(x)
 
 
+@keras.saving.register_keras_serializable(package="cnnexp")
+class MirrorBatch(layers.Layer):
+    """Flip test-time augmentation, part 1: at inference, appends each image's mirror to the batch."""
+
+    def call(self, x, training=None):
+        if training:
+            return x
+        return keras.ops.concatenate([x, keras.ops.flip(x, axis=2)], axis=0)
+
+
+@keras.saving.register_keras_serializable(package="cnnexp")
+class MirrorAverage(layers.Layer):
+    """Flip test-time augmentation, part 2: averages each image's probabilities with its mirror's."""
+
+    def call(self, x, training=None):
+        if training:
+            return x
+        half = keras.ops.shape(x)[0] // 2
+        return (x[:half] + x[half:]) / 2
+
+
 def check_spatial(cfg: ModelConfig, input_shape: tuple[int, int, int]) -> None:
     """Each block halves height and width; refuse a config that pools below 1x1."""
     h, w = input_shape[0], input_shape[1]
@@ -71,6 +92,8 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes
     block = _residual_block if cfg.family == "residual" else _plain_block
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(1.0 / 255, name="scale")(inputs)
+    if cfg.flip_tta:
+        x = MirrorBatch(name="mirror_batch")(x)
     if cfg.family == "residual":
         x = _conv_bn_relu(x, cfg, cfg.filters, "stem")
     for i in range(cfg.blocks):
@@ -88,4 +111,6 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes
             x = layers.Dropout(cfg.head_dropout, name="head_drop")(x)
     # float32 whatever the precision policy: a bf16 softmax loses the small probabilities.
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
+    if cfg.flip_tta:
+        outputs = MirrorAverage(dtype="float32", name="mirror_average")(outputs)
     return keras.Model(inputs, outputs, name=f"cnnexp_{cfg.family}")

@@ -30,7 +30,7 @@ _RESERVED = {
     "train.epochs": "trials.epochs and retrain.epochs",
     "data.train_subset": "trials.train_subset",
 }
-_RETRAIN_KEYS = ("epochs",)
+_RETRAIN_KEYS = ("epochs", "time_budget_minutes")
 _PARAM_KEYS = {
     "float": ("type", "low", "high", "log", "step", "when"),
     "int": ("type", "low", "high", "log", "step", "when"),
@@ -69,6 +69,7 @@ class SearchSpace:
     trial_epochs: int
     trial_train_subset: int | None  # None: trials train on the whole training part
     retrain_epochs: int
+    retrain_time_budget_minutes: float | None  # a wall-clock cap; the schedule then anneals by time
     fixed: dict[str, Any]
     params: list[Param]
     text: str  # the file as written, logged with the study
@@ -86,6 +87,8 @@ class SearchSpace:
         out = {"data.dataset": self.dataset, **self.fixed, **sampled}
         if retrain:
             out.update({"train.epochs": self.retrain_epochs, "data.train_subset": None})
+            if self.retrain_time_budget_minutes:
+                out["train.time_budget_minutes"] = self.retrain_time_budget_minutes
         else:
             out.update({"train.epochs": self.trial_epochs, "data.train_subset": self.trial_train_subset})
         return out
@@ -151,6 +154,9 @@ def parse_space(doc: Any, where: str, text: str = "") -> SearchSpace:
     retrain = _mapping(doc.get("retrain") or {}, "retrain", fail)
     _known(retrain, _RETRAIN_KEYS, "retrain.", fail)
     retrain_epochs = _positive_int(retrain.get("epochs", trial_epochs), "retrain.epochs", fail)
+    budget = retrain.get("time_budget_minutes")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0):
+        raise fail("retrain.time_budget_minutes", f"must be a positive number of minutes, got {budget!r}")
 
     fixed = _mapping(doc.get("fixed") or {}, "fixed", fail)
     params_doc = _mapping(doc["params"], "params", fail)
@@ -173,6 +179,7 @@ def parse_space(doc: Any, where: str, text: str = "") -> SearchSpace:
         trial_epochs=trial_epochs,
         trial_train_subset=subset,
         retrain_epochs=retrain_epochs,
+        retrain_time_budget_minutes=None if budget is None else float(budget),
         fixed={str(k): v for k, v in fixed.items()},
         params=params,
         text=text,

@@ -17,6 +17,10 @@ def test_dataset_specific_augmentation_defaults():
     fashion = build_config(overrides={"data.dataset": "fashion_mnist"})
     assert fashion.data.augment.horizontal_flip is True
     assert fashion.data.augment.shift > 0
+    # Flip test-time augmentation follows flip training unless set explicitly.
+    assert fashion.model.flip_tta is True
+    assert build_config().model.flip_tta is False
+    assert build_config(overrides={"data.dataset": "fashion_mnist", "model.flip_tta": False}).model.flip_tta is False
     folder = build_config(overrides={"data.dataset": "folder:/tmp/x"})
     assert folder.data.image_size == (32, 32)
 
@@ -48,6 +52,7 @@ def test_cli_strings_are_coerced():
         ({"train.epochs": "many"}, "train.epochs: expected a number"),
         ({"train.epochs": 1.5}, "expected a whole number"),
         ({"data.augment.horizontal_flip": True}, "not allowed for digits"),
+        ({"data.dataset": "mnist", "model.flip_tta": True}, "model.flip_tta=true is not allowed for mnist"),
         ({"model.blokcs": 3}, "unknown key 'model.blokcs'"),
         ({"model.dropout": 1.2}, "model.dropout=1.2"),
     ],
@@ -71,3 +76,16 @@ def test_yaml_file_with_unknown_section(tmp_path):
         build_config(load_yaml(path))
     with pytest.raises(ConfigError, match="not found"):
         load_yaml(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("flags, expected", [("fpu avx2 amx_bf16 amx_tile", "mixed_bfloat16"), ("fpu avx2", "float32")])
+def test_auto_precision_follows_native_bf16(tmp_path, monkeypatch, flags, expected):
+    from cnnexp import hardware
+
+    read_flags = hardware.cpu_flags.__wrapped__  # uncached
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: read_flags(str(cpuinfo)))
+    assert build_config().train.precision == expected  # resolved, so the logged config says which
+    assert build_config(overrides={"train.precision": "float32"}).train.precision == "float32"
+    assert read_flags(str(tmp_path / "missing")) == frozenset()

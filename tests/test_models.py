@@ -1,8 +1,11 @@
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
 
-from cnnexp.config import ConfigError, build_config
+from cnnexp.config import ConfigError, ModelConfig, build_config
 from cnnexp.models import build_model
 
 
@@ -45,3 +48,29 @@ def test_build_is_pure():
 def test_pooling_below_one_pixel_is_refused():
     with pytest.raises(ConfigError, match=r"model.blocks=4 pools the 8x8 input below 1x1.*at most 3 blocks"):
         build_model(_model_cfg(blocks=4), (8, 8, 1), 10)
+
+
+def test_flip_tta_averages_each_image_with_its_mirror(tmp_path):
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).uniform(0, 255, (4, 8, 8, 1)).astype(np.float32)
+    mirrored = x[:, :, ::-1]
+    plain = build_model(ModelConfig(filters=4, flip_tta=False), (8, 8, 1), 3)
+    tta = build_model(ModelConfig(filters=4, flip_tta=True), (8, 8, 1), 3)
+    tta.set_weights(plain.get_weights())  # same network; TTA adds no weights
+    # Random weights tell an image from its mirror; the TTA model cannot: it averages both.
+    assert not np.allclose(plain.predict_on_batch(x), plain.predict_on_batch(mirrored), atol=1e-4)
+    expected = (plain.predict_on_batch(x) + plain.predict_on_batch(mirrored)) / 2
+    np.testing.assert_allclose(tta.predict_on_batch(x), expected, atol=1e-5)
+    np.testing.assert_allclose(tta.predict_on_batch(mirrored), expected, atol=1e-5)
+    # The saved model keeps it (serving loads this file).
+    tta.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", compile=False)
+    np.testing.assert_allclose(loaded.predict_on_batch(mirrored), expected, atol=1e-5)
+    # A serving process imports only the pyfunc's module; that must be enough to load the file.
+    load = (
+        "import sys, keras, cnnexp.image_model; "
+        "keras.saving.load_model(sys.argv[1], compile=False).get_layer('mirror_batch')"
+    )
+    subprocess.run([sys.executable, "-c", load, str(tmp_path / "m.keras")], check=True, capture_output=True)
+    # Training sees one prediction per image, not a doubled batch (last: it moves batch-norm statistics).
+    assert tta(x, training=True).shape == (4, 3)

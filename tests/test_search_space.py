@@ -72,6 +72,11 @@ def test_sampling_follows_conditions_and_fidelity(tmp_path):
     assert trial_cfg.train.momentum == 0.85 and trial_cfg.model.convs_per_block == 1
     retrain_cfg = space.config(sgd, retrain=True)
     assert (retrain_cfg.train.epochs, retrain_cfg.data.train_subset) == (3, None)
+    assert retrain_cfg.train.time_budget_minutes is None and trial_cfg.train.time_budget_minutes is None
+
+    budgeted = load_space(_write(tmp_path, _with(**{"retrain/time_budget_minutes": 2.5})))
+    assert budgeted.config(sgd, retrain=True).train.time_budget_minutes == 2.5
+    assert budgeted.config(sgd).train.time_budget_minutes is None  # trials keep their epoch fidelity
 
 
 @pytest.mark.parametrize(
@@ -85,6 +90,7 @@ def test_sampling_follows_conditions_and_fidelity(tmp_path):
         (_with(**{"params/model.blocks/low": "one"}), "params.model.blocks.low", "must be a number"),
         (_with(**{"params/train.learning_rate/low": 0}), "params.train.learning_rate.low", "positive on a log"),
         (_with(**{"trials/epochs": 0}), "trials.epochs", "positive whole number"),
+        (_with(**{"retrain/time_budget_minutes": "soon"}), "retrain.time_budget_minutes", "positive number"),
         (_with(**{"trials": None}), "trials", "missing"),
         (_with(**{"objective": "test_accuracy"}), "objective", "'test_accuracy' is not one of"),
         (
