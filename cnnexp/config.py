@@ -82,7 +82,7 @@ class TrainConfig:
     weight_decay: float = 1e-4  # adamw only
     momentum: float = 0.9  # sgd only
     batch_size: int = 128
-    epochs: int = 10  # one-cycle anneals over these: ~9 minutes on Fashion-MNIST with 2 CPU cores
+    epochs: int = 10  # one-cycle anneals over these: 7-9 minutes on Fashion-MNIST with 2 CPU cores
     label_smoothing: float = 0.1
     early_stopping_patience: int = 3  # epochs without val_loss improvement; 0 disables
     lr_schedule: str = "onecycle"  # none | cosine | onecycle | plateau

@@ -203,7 +203,9 @@ def retrain_best(space: SearchSpace, study: optuna.Study, best: FrozenTrial, par
     """Train the best trial's config on the full training data; test once; log the model."""
     keras.backend.clear_session()
     cfg = space.config(best.params, retrain=True, extra={"run_name": f"{study.study_name}-best"})
-    print(f"retraining trial {best.number}'s config on the full training data ({cfg.train.epochs} epochs)", flush=True)
+    budget = f" or {cfg.train.time_budget_minutes:g} minutes" if cfg.train.time_budget_minutes else ""
+    limit = f"{cfg.train.epochs} epochs{budget}"
+    print(f"retraining trial {best.number}'s config on the full training data ({limit})", flush=True)
     tags = {STUDY_TAG: study.study_name, ROLE_TAG: "best", "cnnexp.best_trial": str(best.number)}
     result = train(cfg, parent_run_id=parent_id, tags=tags)
     client = mlflow.MlflowClient()
