@@ -296,15 +296,13 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     for name in ("rotation", "shift", "zoom"):
         value = getattr(a, name)
         _check(0 <= value < 1, f"data.augment.{name}={value} must be in [0, 1)")
-    _check(
-        not (a.horizontal_flip and kind in NO_FLIP_DATASETS),
-        f"data.augment.horizontal_flip=true is not allowed for {kind}: a mirrored digit is not the same digit",
-    )
+    # Training on mirror images and predicting from them share one rule.
+    for key, mirrors in (("data.augment.horizontal_flip", a.horizontal_flip), ("model.flip_tta", m.flip_tta)):
+        _check(
+            not (mirrors and kind in NO_FLIP_DATASETS),
+            f"{key}=true is not allowed for {kind}: a mirrored digit is not the same digit",
+        )
 
-    _check(
-        not (m.flip_tta and kind in NO_FLIP_DATASETS),
-        f"model.flip_tta=true is not allowed for {kind}: a mirrored digit is not the same digit",
-    )
     _one_of("model.family", m.family, ("plain", "residual"))
     _one_of("model.conv_type", m.conv_type, ("standard", "separable"))
     _one_of("model.pooling", m.pooling, ("flatten", "avg"))
