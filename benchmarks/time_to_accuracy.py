@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(json.dumps(worker(args)))
         return {}
     if args.smoke:
-        args.dataset, args.budgets, args.cnnexp_epochs, args.baseline_epochs = "digits", [0.5], [2], 2
+        args.dataset, args.budgets, args.cnnexp_epochs, args.baseline_epochs = "digits", [2.0], [2], 2
     if args.cnnexp_epochs is None:
         from cnnexp.config import TrainConfig
 

@@ -83,7 +83,7 @@ def test_mlflow_run_main_entry_point(tracking, tmp_path, tiny_overrides):
         "-P",
         f"config={config}",
     ]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = mlflow.search_runs(experiment_names=["proj"], output_format="list")
     assert len(runs) == 1  # autolog and our metrics land in the run `mlflow run` created

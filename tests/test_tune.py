@@ -194,6 +194,9 @@ def test_two_workers_share_one_journal_study(tracking, tmp_path):
     # No pruner: whether the 4th trial meets the median pruner's 3 finished trials depends on the race.
     args = ["--space", str(space), "--study-name", "par", "--storage", "journal:./study.log", "--n-trials", "2"]
     args += ["--pruner", "none"]
+    # The store's schema is built now: the worker that loses the creation race waits a bounded time for
+    # the creator's parent run, and migrating a fresh SQLite schema must not eat into that wait.
+    mlflow.MlflowClient().search_experiments()
     workers = [
         _cnnexp(*args, "--seed", "5", "--no-retrain-best", tmp_path=tmp_path, tracking=tracking) for _ in range(2)
     ]
