@@ -92,8 +92,8 @@ def peak_gflops() -> dict[str, float]:
 
 def _model(overrides: dict[str, Any], shape: tuple[int, ...], precision: str = "float32"):
     from cnnexp.config import build_config
-    from cnnexp.models import build_model
-    from cnnexp.train import dtype_policy
+    from cnnexp.models.cnn import build_model
+    from cnnexp.training.train import dtype_policy
 
     with dtype_policy(precision):
         return build_model(build_config(overrides=overrides).model, shape, 10)
@@ -161,7 +161,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 
 def load_slice(images: int, dataset: str):
     from cnnexp.config import build_config
-    from cnnexp.datasets import load_dataset
+    from cnnexp.data.sources import load_dataset
 
     ds = load_dataset(build_config(overrides={"data.dataset": dataset}).data)
     return ds.x_train[:images].astype("float32"), ds.y_train[:images].astype("int64")

@@ -3,9 +3,9 @@
 Measured, in images per second over one pass of the training subset, each side warmed up first
 (pipeline caches filled, training graphs traced):
 
-* ``pipeline aug``/``pipeline no-aug``: iterating :func:`cnnexp.pipeline.make_dataset` with
+* ``pipeline aug``/``pipeline no-aug``: iterating :func:`cnnexp.data.pipeline.make_dataset` with
   ``training=True`` (cache, shuffle, batch, cast, prefetch), with the dataset's default
-  augmentation from :func:`cnnexp.pipeline.build_augmenter` and without any;
+  augmentation from :func:`cnnexp.data.pipeline.build_augmenter` and without any;
 * ``model step``: ``model.fit`` on one pre-materialised float32 batch repeated (no pipeline work);
 * ``fit aug``/``fit no-aug``: ``model.fit`` on the real pipelines, i.e. what a run does per epoch.
 
@@ -37,11 +37,11 @@ import tensorflow as tf  # noqa: E402
 
 from benchmarks.common import SMOKE_CONFIG, interleave, parser, summarize, table, write_result  # noqa: E402
 from cnnexp.config import build_config  # noqa: E402
-from cnnexp.datasets import load_dataset  # noqa: E402
-from cnnexp.models import build_model  # noqa: E402
-from cnnexp.pipeline import build_augmenter, make_dataset  # noqa: E402
-from cnnexp.split import split_dataset  # noqa: E402
-from cnnexp.train import compile_model, set_seeds  # noqa: E402
+from cnnexp.data.pipeline import build_augmenter, make_dataset  # noqa: E402
+from cnnexp.data.sources import load_dataset  # noqa: E402
+from cnnexp.data.split import split_dataset  # noqa: E402
+from cnnexp.models.cnn import build_model  # noqa: E402
+from cnnexp.training.train import compile_model, set_seeds  # noqa: E402
 
 NAME = "input_pipeline"
 SMOKE = {

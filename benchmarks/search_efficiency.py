@@ -94,7 +94,7 @@ def run_study(space: Path, pruner: str, n_trials: int, seed: int, root: Path) ->
     import mlflow
     from optuna.trial import TrialState
 
-    from cnnexp.tune import TuneOptions, tune
+    from cnnexp.tuning.tune import TuneOptions, tune
 
     root.mkdir(parents=True)
     storage = f"sqlite:///{root / 'optuna.db'}"
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         "tolerance": TOLERANCE,
         "smoke": args.smoke,
     }
-    from cnnexp.search_space import load_space
+    from cnnexp.tuning.space import load_space
 
     sides = ["unpruned", *(f"pruned-{p}" for p in args.pruner)]
     studies: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}

@@ -46,11 +46,11 @@ import pandas as pd  # noqa: E402
 
 from benchmarks.common import interleave, parser, summarize, table, throwaway_store, write_result  # noqa: E402
 from cnnexp.config import build_config  # noqa: E402
-from cnnexp.datasets import load_dataset  # noqa: E402
-from cnnexp.image_model import encode_image  # noqa: E402
-from cnnexp.model_input import IMAGE_COLUMN, PIXELS_COLUMN, request_images  # noqa: E402
-from cnnexp.split import split_dataset  # noqa: E402
-from cnnexp.train import train  # noqa: E402
+from cnnexp.data.sources import load_dataset  # noqa: E402
+from cnnexp.data.split import split_dataset  # noqa: E402
+from cnnexp.serving.pyfunc import encode_image  # noqa: E402
+from cnnexp.serving.requests import IMAGE_COLUMN, PIXELS_COLUMN, request_images  # noqa: E402
+from cnnexp.training.train import train  # noqa: E402
 
 # The tests' helpers start and stop real servers (free port, readiness poll, process-group kill).
 _TESTS = str(Path(__file__).resolve().parents[1] / "tests")

@@ -99,10 +99,10 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     import keras
 
     from cnnexp.config import build_config
-    from cnnexp.datasets import load_dataset
-    from cnnexp.pipeline import make_dataset
-    from cnnexp.split import split_dataset
-    from cnnexp.train import fit, set_seeds
+    from cnnexp.data.pipeline import make_dataset
+    from cnnexp.data.sources import load_dataset
+    from cnnexp.data.split import split_dataset
+    from cnnexp.training.train import fit, set_seeds
 
     overrides = {"data.dataset": args.dataset, "train.seed": args.seed, "data.train_subset": args.train_subset}
     if args.side == "cnnexp":

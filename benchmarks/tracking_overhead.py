@@ -3,10 +3,10 @@
 Measured: training throughput (training images per second of epoch wall time, validation
 included) of
 
-* ``tracked``: :func:`cnnexp.train.train`, i.e. an MLflow run with Keras autologging (params,
+* ``tracked``: :func:`cnnexp.training.train.train`, i.e. an MLflow run with Keras autologging (params,
   per-epoch metrics through MLflow's asynchronous logging) into a throwaway SQLite store; test
   evaluation and model logging off, since they happen once, after training;
-* ``bare``: :func:`cnnexp.train.fit` with autologging disabled, i.e. the very function ``train``
+* ``bare``: :func:`cnnexp.training.train.fit` with autologging disabled, i.e. the very function ``train``
   calls inside its run: same model config, split, train subset, batch size, tf.data pipeline,
   augmentation, validation set each epoch and callbacks.
 
@@ -35,9 +35,9 @@ import mlflow  # noqa: E402
 
 from benchmarks.common import SMOKE_CONFIG, interleave, parser, summarize, table, throwaway_store, write_result  # noqa: E402
 from cnnexp.config import ExperimentConfig, build_config  # noqa: E402
-from cnnexp.datasets import load_dataset  # noqa: E402
-from cnnexp.split import Split, split_dataset  # noqa: E402
-from cnnexp.train import fit, set_seeds, train  # noqa: E402
+from cnnexp.data.sources import load_dataset  # noqa: E402
+from cnnexp.data.split import Split, split_dataset  # noqa: E402
+from cnnexp.training.train import fit, set_seeds, train  # noqa: E402
 
 NAME = "tracking_overhead"
 TARGET = 0.95

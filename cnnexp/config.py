@@ -87,7 +87,7 @@ class TrainConfig:
     early_stopping_patience: int = 3  # epochs without val_loss improvement; 0 disables
     lr_schedule: str = "onecycle"  # none | cosine | onecycle | plateau
     # Wall-clock cap on fit; the schedule then anneals by time or steps, whichever runs out first
-    # (cnnexp/schedules.py). Not bit-reproducible: how many steps fit depends on the machine.
+    # (cnnexp/training/schedules.py). Not bit-reproducible: how many steps fit depends on the machine.
     time_budget_minutes: float | None = None
     seed: int = 42
     deterministic: bool = True  # TensorFlow op determinism: same seed, same result

@@ -83,8 +83,8 @@ def champion_store(tmp_path_factory) -> dict:
     For tests that serve the registered model from other processes: returns the tracking URI,
     the store's directory (use it as cwd), the model URI and the training run's test images.
     """
-    from cnnexp.registry import promote
-    from cnnexp.train import train
+    from cnnexp.deploy.registry import promote
+    from cnnexp.training.train import train
 
     root = tmp_path_factory.mktemp("champion_store")
     with tracking_store(root) as uri:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cnnexp.datasets import IDX_FILES
+from cnnexp.data.sources import IDX_FILES
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

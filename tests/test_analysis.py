@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cnnexp.analysis import analyze, calibration, confidently_wrong, confused_pairs, findings, fit_diagnosis
-from cnnexp.evaluate import Evaluation
+from cnnexp.analysis.diagnose import analyze, calibration, confidently_wrong, confused_pairs, findings, fit_diagnosis
+from cnnexp.analysis.evaluate import Evaluation
 
 NAMES = ("cat", "dog", "owl")
 

@@ -13,7 +13,7 @@ from benchmarks import search_efficiency
 
 def test_search_efficiency_smoke(tracking, tmp_path, capsys, monkeypatch):
     # The study report's five plots cost seconds per study and are tested in test_tune; here they measure nothing.
-    monkeypatch.setattr("cnnexp.tune.log_report", lambda parent_id, study: [])
+    monkeypatch.setattr("cnnexp.tuning.tune.log_report", lambda parent_id, study: [])
     out = tmp_path / "results"
     assert search_efficiency.main(["--smoke", "--out", str(out)]) == 0
     result = json.loads((out / "search_efficiency.json").read_text())

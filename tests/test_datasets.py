@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from formats import write_cifar_batches, write_idx_dataset, write_image_folder
 
-from cnnexp import datasets
 from cnnexp.config import build_config
-from cnnexp.datasets import FASHION_MNIST_CLASSES, DataError, load_dataset, read_idx
+from cnnexp.data import sources as datasets
+from cnnexp.data.sources import FASHION_MNIST_CLASSES, DataError, load_dataset, read_idx
 
 
 def _data(**overrides):

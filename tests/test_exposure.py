@@ -15,7 +15,7 @@ import yaml
 from formats import write_cifar_batches
 
 from cnnexp.config import build_config
-from cnnexp.datasets import DataError, load_dataset
+from cnnexp.data.sources import DataError, load_dataset
 
 
 def _listening_addresses(port: int) -> set[str]:

@@ -13,7 +13,7 @@ from mlflow.models.utils import _enforce_schema
 from mlflow.pyfunc.scoring_server import infer_and_parse_data
 from PIL import Image
 
-from cnnexp.model_input import input_schema, request_images
+from cnnexp.serving.requests import input_schema, request_images
 
 
 def _b64(image: Image.Image) -> str:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cnnexp.config import ConfigError, ModelConfig, build_config
-from cnnexp.models import build_model
+from cnnexp.models.cnn import build_model
 
 
 def _model_cfg(**overrides):
@@ -68,7 +68,7 @@ def test_flip_tta_averages_each_image_with_its_mirror(tmp_path):
     np.testing.assert_allclose(loaded.predict_on_batch(mirrored), expected, atol=1e-5)
     # A serving process imports only the pyfunc's module; that must be enough to load the file.
     load = (
-        "import sys, keras, cnnexp.image_model; "
+        "import sys, keras, cnnexp.serving.pyfunc; "
         "keras.saving.load_model(sys.argv[1], compile=False).get_layer('mirror_batch')"
     )
     subprocess.run([sys.executable, "-c", load, str(tmp_path / "m.keras")], check=True, capture_output=True)

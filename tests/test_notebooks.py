@@ -4,7 +4,6 @@ import socket
 from pathlib import Path
 
 import nbformat
-import pytest
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,13 +64,11 @@ def test_training_evaluation_notebook(tracking, tmp_path, monkeypatch):
 
 
 def test_tuning_notebook(tracking, tmp_path, monkeypatch):
-    pytest.importorskip("cnnexp.tune", reason="cnnexp.tune (issue 3, tuning) is not on this branch yet")
     _execute("03_tuning.ipynb", tmp_path, monkeypatch)
     assert (tmp_path / "reports" / "notebook-digits" / "report.md").is_file()
 
 
 def test_serving_notebook(tracking, tmp_path, monkeypatch):
-    pytest.importorskip("cnnexp.registry", reason="cnnexp.registry (issue 4, deployment) is not on this branch yet")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -13,8 +13,8 @@ import pytest
 
 from cnnexp.cli import main
 from cnnexp.config import build_config
-from cnnexp.registry import CHALLENGER, CHAMPION, PromotionError, promote
-from cnnexp.train import train
+from cnnexp.deploy.registry import CHALLENGER, CHAMPION, PromotionError, promote
+from cnnexp.training.train import train
 
 
 @pytest.fixture(scope="module")

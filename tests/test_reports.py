@@ -15,7 +15,7 @@ from PIL import Image
 
 from cnnexp.cli import main
 from cnnexp.config import build_config
-from cnnexp.train import train
+from cnnexp.training.train import train
 
 
 @pytest.fixture(scope="module")

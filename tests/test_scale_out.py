@@ -97,7 +97,7 @@ def test_workers_share_one_postgres_study_and_tracking_server(tmp_path, postgres
 RACER = """
 import sys, time
 import optuna
-from cnnexp import study_setup
+from cnnexp.tuning import storage as study_setup
 storage = study_setup.make_storage(sys.argv[1])
 time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # all processes call create at the same moment
 study, created = study_setup.create_or_load(

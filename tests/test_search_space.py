@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from cnnexp.cli import main
-from cnnexp.search_space import SearchSpaceError, load_space, sample
+from cnnexp.tuning.space import SearchSpaceError, load_space, sample
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,8 +16,8 @@ import requests
 from PIL import Image
 from servers import server_env
 
-from cnnexp import image_model
-from cnnexp.models import build_model
+from cnnexp.models.cnn import build_model
+from cnnexp.serving import pyfunc as image_model
 
 
 def _png(image: Image.Image, fmt: str = "PNG") -> str:
@@ -152,7 +152,7 @@ def test_generate_dockerfile_for_the_champion(champion_store, tmp_path):
     requirements = (mlmodels[0].parent / "requirements.txt").read_text().split()
     names = {r.split("==")[0] for r in requirements}
     assert {"mlflow", "tensorflow", "keras", "pillow"} <= names and "cnnexp" not in names
-    assert (mlmodels[0].parent / "code" / "cnnexp" / "model_input.py").is_file()
+    assert (mlmodels[0].parent / "code" / "cnnexp" / "serving" / "requests.py").is_file()
 
 
 def test_in_process_predict_runs_the_compiled_graph_in_chunks(tiny_config, monkeypatch):

@@ -2,8 +2,8 @@ import numpy as np
 from formats import write_idx_dataset
 
 from cnnexp.config import build_config
-from cnnexp.datasets import load_dataset
-from cnnexp.split import split_dataset
+from cnnexp.data.sources import load_dataset
+from cnnexp.data.split import split_dataset
 
 
 def _split(seed=0, **overrides):

@@ -2,7 +2,7 @@ import optuna
 import pytest
 
 from cnnexp.config import ConfigError
-from cnnexp.study_setup import create_or_load, display_url, make_pruner, make_sampler, make_storage
+from cnnexp.tuning.storage import create_or_load, display_url, make_pruner, make_sampler, make_storage
 
 
 @pytest.mark.parametrize(

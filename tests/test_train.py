@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from cnnexp import schedules
 from cnnexp.config import ConfigError, build_config
-from cnnexp.image_model import encode_image
-from cnnexp.schedules import TimeBudget, learning_rate
-from cnnexp.tracking import FAILURE_TAG
-from cnnexp.train import TrainingDiverged, make_callbacks, train
+from cnnexp.serving.pyfunc import encode_image
+from cnnexp.tracking.runs import FAILURE_TAG
+from cnnexp.training import schedules
+from cnnexp.training.schedules import TimeBudget, learning_rate
+from cnnexp.training.train import TrainingDiverged, make_callbacks, train
 
 
 def _artifacts(client, run_id, path=""):

@@ -16,8 +16,8 @@ import yaml
 from optuna.trial import TrialState, create_trial
 
 from cnnexp.cli import main
-from cnnexp.study_tracking import FAILURE_TAG, best_trial
-from cnnexp.tune import TuneOptions, tune
+from cnnexp.tuning.parent_run import FAILURE_TAG, best_trial
+from cnnexp.tuning.tune import TuneOptions, tune
 
 ROOT = Path(__file__).resolve().parents[1]
 

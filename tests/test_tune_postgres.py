@@ -4,7 +4,7 @@ import optuna
 from optuna.trial import TrialState
 from test_tune import study_runs, write_space
 
-from cnnexp.tune import TuneOptions, tune
+from cnnexp.tuning.tune import TuneOptions, tune
 
 
 def test_study_on_postgres_resumes_under_one_parent(tracking, tmp_path, postgres_url):

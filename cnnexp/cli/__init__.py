@@ -28,8 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     from cnnexp.config import ConfigError
-    from cnnexp.datasets import DataError
-    from cnnexp.run_record import RunError
+    from cnnexp.data.sources import DataError
+    from cnnexp.tracking.record import RunError
 
     try:
         return args.func(args)

@@ -10,7 +10,7 @@ from cnnexp.cli.args import add_config_args, config_from_args
 
 def cmd_explore(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    from cnnexp.explore import explore
+    from cnnexp.analysis.explore import explore
 
     result = explore(cfg, Path(args.out))
     print(result.counts.to_string(index=False))
@@ -21,11 +21,11 @@ def cmd_explore(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if args.study:
-        from cnnexp.report_study import report_study
+        from cnnexp.reports.study import report_study
 
         report = report_study(args.study, out or Path("reports") / f"study-{args.study}", log=not args.no_log)
     else:
-        from cnnexp.report_run import report_run
+        from cnnexp.reports.run import report_run
 
         name = args.run or args.model.replace("models:/", "").replace("/", "-").replace("@", "-")
         report = report_run(args.run, out or Path("reports") / name, log=not args.no_log, model_uri=args.model)
@@ -36,7 +36,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from cnnexp.runs_table import compare_runs, format_runs
+    from cnnexp.reports.runs_table import compare_runs, format_runs
 
     frame = compare_runs(
         args.experiment,
@@ -52,7 +52,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from cnnexp.reproduce import format_comparison, reproduce
+    from cnnexp.training.reproduce import format_comparison, reproduce
 
     overrides = {"data.data_dir": args.data_dir} if args.data_dir else None
     result = reproduce(args.run_id, overrides)
@@ -62,7 +62,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from cnnexp.runs_table import DEFAULT_METRICS, DEFAULT_PARAMS
+    from cnnexp.reports.runs_table import DEFAULT_METRICS, DEFAULT_PARAMS
 
     p = sub.add_parser("explore", help="explore a dataset: samples, class counts, pixel histogram, mean images")
     add_config_args(p)

@@ -9,7 +9,7 @@ from cnnexp.cli.args import add_bool_option
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from cnnexp.registry import PromotionError, promote
+    from cnnexp.deploy.registry import PromotionError, promote
 
     # MLproject passes "" for an unused option; treat it as absent.
     run_id, study = args.run or None, args.study or None
@@ -23,7 +23,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_app(args: argparse.Namespace) -> int:
-    from cnnexp.webapp import AppError, serve
+    from cnnexp.deploy.webapp import AppError, serve
 
     if args.max_upload_mb <= 0:
         print("cnnexp: --max-upload-mb must be positive", file=sys.stderr)

@@ -10,7 +10,7 @@ from cnnexp.cli.args import add_bool_option, add_config_args, config_from_args, 
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    from cnnexp.train import train
+    from cnnexp.training.train import train
 
     result = train(cfg)
     print(f"\nrun {result.run_id} finished ({cfg.data.dataset}, split {result.split.split_hash})")
@@ -21,7 +21,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from cnnexp.tune import TuneOptions, tune
+    from cnnexp.tuning.tune import TuneOptions, tune
 
     opts = TuneOptions(
         space=args.space,
@@ -48,7 +48,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _add_tune_args(p: argparse.ArgumentParser) -> None:
-    from cnnexp.study_setup import DEFAULT_STORAGE, HEARTBEAT_INTERVAL, PRUNERS, SAMPLERS
+    from cnnexp.tuning.storage import DEFAULT_STORAGE, HEARTBEAT_INTERVAL, PRUNERS, SAMPLERS
 
     p.add_argument("--space", required=True, help="search-space YAML file (see search_spaces/)")
     p.add_argument(

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnexp import plots
-from cnnexp.analysis import Analysis, summary_markdown
-from cnnexp.analysis_plots import error_gallery, reliability_diagram
+from cnnexp.analysis import figures as plots
+from cnnexp.analysis.diagnose import Analysis, summary_markdown
+from cnnexp.analysis.figures import error_gallery, reliability_diagram
 
 # File names inside the analysis folder; reports link to them by these names.
 CONFUSION = "confusion_matrix.png"

@@ -14,14 +14,14 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from cnnexp import analysis_files as af
-from cnnexp import plots
-from cnnexp.analysis import Analysis, analyze, findings
-from cnnexp.evaluate import evaluate
-from cnnexp.explore import class_counts
-from cnnexp.markdown_doc import image, table, write_report
-from cnnexp.run_record import RunRecord, history, load_keras_model, load_record, load_split, run_id_of_model_uri
-from cnnexp.split import Split
+from cnnexp.analysis import files as af
+from cnnexp.analysis import figures as plots
+from cnnexp.analysis.diagnose import Analysis, analyze, findings
+from cnnexp.analysis.evaluate import evaluate
+from cnnexp.analysis.explore import class_counts
+from cnnexp.reports.markdown import image, table, write_report
+from cnnexp.tracking.record import RunRecord, history, load_keras_model, load_record, load_split, run_id_of_model_uri
+from cnnexp.data.split import Split
 
 FIGURES = "figures"
 CURVES = "training_curves.png"

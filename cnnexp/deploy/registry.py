@@ -18,15 +18,15 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
-from cnnexp.candidates import (
+from cnnexp.analysis.evaluate import evaluate
+from cnnexp.deploy.candidates import (
     HeldOut,
     PromotionError,
     find_study_run,
     get_training_run,
     held_out_set,
 )
-from cnnexp.evaluate import evaluate
-from cnnexp.tracking import tracked_run, use_experiment
+from cnnexp.tracking.runs import tracked_run, use_experiment
 
 log = logging.getLogger(__name__)
 

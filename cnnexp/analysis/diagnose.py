@@ -1,6 +1,6 @@
 """What a trained classifier gets right and wrong, as numbers and tables (no figures, no MLflow).
 
-Everything here works on an :class:`~cnnexp.evaluate.Evaluation` (test probabilities, labels,
+Everything here works on an :class:`~cnnexp.analysis.evaluate.Evaluation` (test probabilities, labels,
 per-class report, confusion) and the training history, so a fresh training run and an old run
 re-evaluated from its logged model are analysed by the same code.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cnnexp.evaluate import Evaluation
+from cnnexp.analysis.evaluate import Evaluation
 
 # Thresholds for the written findings, in accuracy points (0-1). Chosen as what a practitioner
 # would call "clearly" over- or underfit on a balanced image-classification task.

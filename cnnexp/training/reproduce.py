@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import pandas as pd
 
 from cnnexp.config import build_config
-from cnnexp.datasets import load_dataset
-from cnnexp.run_record import RunError, check_data_hash, get_run, load_record
-from cnnexp.split import split_dataset
-from cnnexp.train import TrainResult, train
+from cnnexp.data.sources import load_dataset
+from cnnexp.data.split import split_dataset
+from cnnexp.tracking.record import RunError, check_data_hash, get_run, load_record
+from cnnexp.training.train import TrainResult, train
 
 SOURCE_TAG = "cnnexp.reproduced_from"
 # Metrics worth comparing: the run's own summary metrics (not the per-epoch curves' last values).

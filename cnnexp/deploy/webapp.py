@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from mlflow.exceptions import MlflowException
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cnnexp.model_input import IMAGE_COLUMN
+from cnnexp.serving.requests import IMAGE_COLUMN
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class AppError(RuntimeError):
 
 
 def _page(max_upload_bytes: int) -> str:
-    html = resources.files("cnnexp").joinpath("static/index.html").read_text(encoding="utf-8")
+    html = resources.files("cnnexp.deploy").joinpath("static/index.html").read_text(encoding="utf-8")
     return html.replace("{{MAX_UPLOAD_BYTES}}", str(max_upload_bytes))
 
 

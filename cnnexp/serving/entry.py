@@ -2,6 +2,6 @@
 
 from mlflow.models import set_model
 
-from cnnexp.image_model import ImageClassifier
+from cnnexp.serving.pyfunc import ImageClassifier
 
 set_model(ImageClassifier())

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from cnnexp.datasets import IMAGE_SUFFIXES, DataError, Dataset
+from cnnexp.data.sources import IMAGE_SUFFIXES, DataError, Dataset
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ import optuna
 import pandas as pd
 from optuna.visualization import matplotlib as optuna_plots
 
-from cnnexp.analysis_files import save_figure
-from cnnexp.markdown_doc import image, table, write_report
-from cnnexp.run_record import RunError
+from cnnexp.analysis.files import save_figure
+from cnnexp.reports.markdown import image, table, write_report
+from cnnexp.tracking.record import RunError
 
 log = logging.getLogger(__name__)
 

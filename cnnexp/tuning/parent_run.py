@@ -1,6 +1,6 @@
 """The MLflow side of a study: one parent run per study, trial runs marked with their Optuna state.
 
-Trial runs are created by :func:`cnnexp.train.train` with an explicit ``parent_run_id``; this
+Trial runs are created by :func:`cnnexp.training.train.train` with an explicit ``parent_run_id``; this
 module owns the parent (created once, its id kept in the study's user attributes, resumed by every
 later worker), marks each trial's run with the trial's final state, and keeps the parent's best
 value, best params, trials table and Optuna plots up to date.
@@ -21,8 +21,8 @@ import optuna
 from mlflow.entities import Run
 from optuna.trial import FrozenTrial, TrialState
 
-from cnnexp.search_space import SearchSpace
-from cnnexp.tracking import FAILURE_TAG, ROLE_TAG, STORAGE_TAG, STUDY_TAG
+from cnnexp.tracking.runs import FAILURE_TAG, ROLE_TAG, STORAGE_TAG, STUDY_TAG
+from cnnexp.tuning.space import SearchSpace
 
 log = logging.getLogger(__name__)
 

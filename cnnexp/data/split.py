@@ -9,7 +9,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from cnnexp.config import DataConfig
-from cnnexp.datasets import DataError, Dataset
+from cnnexp.data.sources import DataError, Dataset
 
 
 @dataclass

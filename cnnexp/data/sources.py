@@ -104,7 +104,7 @@ def search_dirs(data_dir: str | None, subdir: str) -> list[Path]:
 def load_dataset(cfg: DataConfig) -> Dataset:
     name = cfg.dataset
     if name.startswith(FOLDER_PREFIX):
-        from cnnexp.folder_dataset import load_folder
+        from cnnexp.data.folder import load_folder
 
         return load_folder(
             Path(name[len(FOLDER_PREFIX) :]), cfg.image_size or (32, 32), cfg.channels, cfg.skip_bad_images

@@ -7,6 +7,7 @@ import keras
 from keras import layers
 
 from cnnexp.config import ConfigError, ModelConfig
+from cnnexp.models.tta import MirrorAverage, MirrorBatch
 
 # Keras' default 0.99 needs hundreds of steps before inference statistics settle; short runs
 # and small datasets (digits: 10 steps an epoch) need them settled within an epoch or two.
@@ -45,27 +46,6 @@ def _residual_block(x, cfg: ModelConfig, filters: int, name: str):
             shortcut = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_proj_bn")(shortcut)
     x = layers.Add(name=f"{name}_add")([x, shortcut])
     return layers.Activation("relu", name=f"{name}_out")(x)
-
-
-@keras.saving.register_keras_serializable(package="cnnexp")
-class MirrorBatch(layers.Layer):
-    """Flip test-time augmentation, part 1: at inference, appends each image's mirror to the batch."""
-
-    def call(self, x, training=None):
-        if training:
-            return x
-        return keras.ops.concatenate([x, keras.ops.flip(x, axis=2)], axis=0)
-
-
-@keras.saving.register_keras_serializable(package="cnnexp")
-class MirrorAverage(layers.Layer):
-    """Flip test-time augmentation, part 2: averages each image's probabilities with its mirror's."""
-
-    def call(self, x, training=None):
-        if training:
-            return x
-        half = keras.ops.shape(x)[0] // 2
-        return (x[:half] + x[half:]) / 2
 
 
 def check_spatial(cfg: ModelConfig, input_shape: tuple[int, int, int]) -> None:

@@ -14,7 +14,7 @@ import mlflow  # noqa: E402
 import optuna  # noqa: E402
 from optuna.visualization import matplotlib as optuna_plots  # noqa: E402
 
-from cnnexp.study_tracking import retry_locked  # noqa: E402
+from cnnexp.tuning.parent_run import retry_locked  # noqa: E402
 
 log = logging.getLogger(__name__)
 

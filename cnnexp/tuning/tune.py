@@ -1,4 +1,4 @@
-"""An Optuna study of tracked trainings: one trial = one :func:`cnnexp.train.train` run, nested.
+"""An Optuna study of tracked trainings: one trial = one :func:`cnnexp.training.train.train` run, nested.
 
 The objective only turns a trial into a config (via the search space) and trains it with a
 pruning callback; the validation metric is the value, never the test set. After the trials, the
@@ -20,12 +20,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from optuna_integration import KerasPruningCallback
 
-from cnnexp import study_setup, study_tracking
 from cnnexp.config import ConfigError
-from cnnexp.search_space import SearchSpace, load_space, sample
-from cnnexp.study_report import log_report
-from cnnexp.study_tracking import ROLE_TAG, STUDY_TAG, retry_locked
-from cnnexp.train import TrainResult, train
+from cnnexp.training.train import TrainResult, train
+from cnnexp.tuning import parent_run as study_tracking
+from cnnexp.tuning import storage as study_setup
+from cnnexp.tuning.artifacts import log_report
+from cnnexp.tuning.parent_run import ROLE_TAG, STUDY_TAG, retry_locked
+from cnnexp.tuning.space import SearchSpace, load_space, sample
 
 log = logging.getLogger(__name__)
 

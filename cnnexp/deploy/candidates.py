@@ -18,9 +18,9 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
 from cnnexp.config import ConfigError, DataConfig, config_from_dict
-from cnnexp.datasets import Dataset, load_dataset
-from cnnexp.split import split_dataset
-from cnnexp.tracking import ROLE_TAG, STUDY_TAG
+from cnnexp.data.sources import Dataset, load_dataset
+from cnnexp.data.split import split_dataset
+from cnnexp.tracking.runs import ROLE_TAG, STUDY_TAG
 
 MODEL_ARTIFACT = "model"
 

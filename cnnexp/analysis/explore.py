@@ -15,13 +15,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from cnnexp.analysis_files import save_figure
-from cnnexp.analysis_plots import show_image
+from cnnexp.analysis.figures import plt, show_image
+from cnnexp.analysis.files import save_figure
 from cnnexp.config import ExperimentConfig
-from cnnexp.datasets import load_dataset
-from cnnexp.plots import plt
-from cnnexp.split import Split, split_dataset
-from cnnexp.tracking import tracked_run, use_experiment
+from cnnexp.data.sources import load_dataset
+from cnnexp.data.split import Split, split_dataset
+from cnnexp.tracking.runs import tracked_run, use_experiment
 
 KIND_TAG = "cnnexp.kind"
 SAMPLE_GRID = "sample_grid.png"

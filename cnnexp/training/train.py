@@ -20,18 +20,18 @@ import mlflow
 import tensorflow as tf
 
 import cnnexp
-from cnnexp import plots
-from cnnexp.analysis import analyze
-from cnnexp.analysis_files import log_analysis
+from cnnexp.analysis import figures as plots
+from cnnexp.analysis.diagnose import analyze
+from cnnexp.analysis.evaluate import evaluate
+from cnnexp.analysis.files import log_analysis
 from cnnexp.config import ANNEALING_SCHEDULES, ExperimentConfig, TrainConfig
-from cnnexp.datasets import load_dataset
-from cnnexp.evaluate import evaluate
-from cnnexp.image_model import log_image_model
-from cnnexp.models import build_model
-from cnnexp.pipeline import build_augmenter, make_dataset
-from cnnexp.schedules import TimeBudget, learning_rate, make_optimizer
-from cnnexp.split import Split, split_dataset
-from cnnexp.tracking import git_commit, tracked_run, use_experiment
+from cnnexp.data.pipeline import build_augmenter, make_dataset
+from cnnexp.data.sources import load_dataset
+from cnnexp.data.split import Split, split_dataset
+from cnnexp.models.cnn import build_model
+from cnnexp.serving.pyfunc import log_image_model
+from cnnexp.tracking.runs import git_commit, tracked_run, use_experiment
+from cnnexp.training.schedules import TimeBudget, learning_rate, make_optimizer
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import yaml
 from mlflow.exceptions import MlflowException
 
 from cnnexp.config import ConfigError, ExperimentConfig, config_from_dict
-from cnnexp.datasets import DataError, load_dataset
-from cnnexp.split import Split, split_dataset
+from cnnexp.data.sources import DataError, load_dataset
+from cnnexp.data.split import Split, split_dataset
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 

@@ -1,0 +1,7 @@
+"""CNNs built from :class:`~cnnexp.config.ModelConfig`. Importing the package registers cnnexp's
+own Keras layers, so a saved model that holds them loads."""
+
+from cnnexp.models.cnn import build_model, check_spatial
+from cnnexp.models.tta import MirrorAverage, MirrorBatch
+
+__all__ = ["build_model", "check_spatial", "MirrorAverage", "MirrorBatch"]
