@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from cnnexp.errors import ConfigError
 from cnnexp.hardware import native_bf16
 
 BUILTIN_DATASETS = ("digits", "fashion_mnist", "mnist", "cifar10")
@@ -25,10 +26,6 @@ NO_FLIP_DATASETS = ("digits", "mnist")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 LR_SCHEDULES = ("none", "cosine", "onecycle", "plateau")
 ANNEALING_SCHEDULES = ("cosine", "onecycle")  # per-step schedules that end near zero
-
-
-class ConfigError(ValueError):
-    """A configuration value or key is invalid; the message names it."""
 
 
 @dataclass

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from cnnexp.cli import main
+from cnnexp.tracking import tags
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +33,7 @@ def test_train_command(tracking, tiny_overrides, tmp_path, capsys):
     run = mlflow.search_runs(experiment_names=["tests"], output_format="list")[0]
     assert run.info.run_id in out and "test_accuracy" in out
     assert run.data.params["train.epochs"] == "1" and run.data.params["model.dropout"] == "0.1"
-    assert run.data.tags["cnnexp.seed"] == "7"
+    assert run.data.tags[tags.SEED] == "7"
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 import pytest
 
-from cnnexp.config import ConfigError, build_config, config_from_dict, load_yaml
+from cnnexp.config import build_config, config_from_dict, load_yaml
+from cnnexp.errors import ConfigError
 
 
 def test_defaults_are_resolved_and_complete():

@@ -6,7 +6,8 @@ from formats import write_cifar_batches, write_idx_dataset, write_image_folder
 
 from cnnexp.config import build_config
 from cnnexp.data import sources as datasets
-from cnnexp.data.sources import FASHION_MNIST_CLASSES, DataError, load_dataset, read_idx
+from cnnexp.data.sources import FASHION_MNIST_CLASSES, load_dataset, read_idx
+from cnnexp.errors import DataError
 
 
 def _data(**overrides):

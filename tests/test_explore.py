@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from cnnexp.cli import main
+from cnnexp.tracking import tags
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,8 +27,8 @@ def test_explore_writes_and_logs_files(tracking, tmp_path, capsys):
     assert "8x8 pixels, 1 channel(s), 10 classes" in summary and "1257 train, 180 validation, 360 test" in summary
 
     run = mlflow.search_runs(experiment_names=["tests"], output_format="list")[0]
-    assert run.info.status == "FINISHED" and run.data.tags["cnnexp.kind"] == "exploration"
-    assert run.data.params["split.test_size"] == "360" and len(run.data.tags["cnnexp.data_hash"]) == 64
+    assert run.info.status == "FINISHED" and run.data.tags[tags.KIND] == "exploration"
+    assert run.data.params["split.test_size"] == "360" and len(run.data.tags[tags.DATA_HASH]) == 64
     logged = {f.path for f in mlflow.MlflowClient().list_artifacts(run.info.run_id, "exploration")}
     assert {f"exploration/{p.name}" for p in out.iterdir()} == logged
     assert run.info.run_id in capsys.readouterr().out
@@ -49,7 +50,7 @@ def test_mlflow_run_explore_entry_point(tracking, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = mlflow.search_runs(experiment_names=["proj"], output_format="list")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    assert runs[0].data.tags["cnnexp.kind"] == "exploration"
+    assert runs[0].data.tags[tags.KIND] == "exploration"
     assert runs[0].data.tags["mlflow.project.entryPoint"] == "explore"
     logged = {f.path for f in mlflow.MlflowClient().list_artifacts(runs[0].info.run_id, "exploration")}
     assert "exploration/sample_grid.png" in logged and (tmp_path / "out" / "sample_grid.png").is_file()

@@ -15,7 +15,8 @@ import yaml
 from formats import write_cifar_batches
 
 from cnnexp.config import build_config
-from cnnexp.data.sources import DataError, load_dataset
+from cnnexp.data.sources import load_dataset
+from cnnexp.errors import DataError
 
 
 def _listening_addresses(port: int) -> set[str]:

@@ -5,7 +5,8 @@ import keras
 import numpy as np
 import pytest
 
-from cnnexp.config import ConfigError, ModelConfig, build_config
+from cnnexp.config import ModelConfig, build_config
+from cnnexp.errors import ConfigError
 from cnnexp.models.cnn import build_model
 
 

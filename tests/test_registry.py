@@ -13,7 +13,9 @@ import pytest
 
 from cnnexp.cli import main
 from cnnexp.config import build_config
-from cnnexp.deploy.registry import CHALLENGER, CHAMPION, PromotionError, promote
+from cnnexp.deploy.registry import CHALLENGER, CHAMPION, promote
+from cnnexp.errors import PromotionError
+from cnnexp.tracking import tags
 from cnnexp.training.train import train
 
 
@@ -51,11 +53,11 @@ def test_first_better_worse(store, runs, capsys):
     client, name = store, "seq"
     first = promote(name, run_id=runs["mid"])
     assert first.outcome == "first" and _alias_run(client, name, CHAMPION) == runs["mid"]
-    tags = client.get_model_version(name, first.version).tags
-    assert tags["cnnexp.source_run"] == runs["mid"] and tags["cnnexp.dataset"] == "digits"
-    assert tags["cnnexp.split_hash"] == client.get_run(runs["mid"]).data.tags["cnnexp.split_hash"]
-    assert float(tags["cnnexp.test_accuracy"]) == pytest.approx(first.challenger_scores["test_accuracy"], abs=1e-6)
-    assert tags["cnnexp.won_on"] == "test_accuracy"
+    got = client.get_model_version(name, first.version).tags
+    assert got[tags.SOURCE_RUN] == runs["mid"] and got[tags.DATASET] == "digits"
+    assert got[tags.SPLIT_HASH] == client.get_run(runs["mid"]).data.tags[tags.SPLIT_HASH]
+    assert float(got["cnnexp.test_accuracy"]) == pytest.approx(first.challenger_scores["test_accuracy"], abs=1e-6)
+    assert got[tags.WON_ON] == "test_accuracy"
 
     # A worse model is registered and aliased challenger, but the champion stays.
     assert main(["promote", "--run", runs["weak"], "--model-name", name]) == 0
@@ -64,19 +66,19 @@ def test_first_better_worse(store, runs, capsys):
     assert _alias_run(client, name, CHAMPION) == runs["mid"]
     assert _alias_run(client, name, CHALLENGER) == runs["weak"]
     weak_version = client.get_model_version_by_alias(name, CHALLENGER)
-    assert weak_version.tags["cnnexp.decision"] == "refused" and "cnnexp.won_on" not in weak_version.tags
+    assert weak_version.tags[tags.DECISION] == "refused" and tags.WON_ON not in weak_version.tags
     assert "refused" in weak_version.description and runs["weak"] in weak_version.description
 
     better = promote(name, run_id=runs["strong"])
     assert better.outcome == "promoted" and better.champion_version == first.version
     assert better.challenger_scores["test_accuracy"] > better.champion_scores["test_accuracy"]
     assert _alias_run(client, name, CHAMPION) == runs["strong"]
-    assert client.get_model_version(name, better.version).tags["cnnexp.won_on"] == "test_accuracy"
+    assert client.get_model_version(name, better.version).tags[tags.WON_ON] == "test_accuracy"
 
     # The decision and both scores are logged as a run that ended FINISHED.
     logged = mlflow.search_runs(experiment_names=["cnnexp-promotions"], output_format="list")
     last = max(logged, key=lambda r: r.info.start_time)
-    assert last.info.status == "FINISHED" and last.data.tags["cnnexp.decision"] == "promoted"
+    assert last.info.status == "FINISHED" and last.data.tags[tags.DECISION] == "promoted"
     assert last.data.metrics["champion_test_accuracy"] == pytest.approx(better.champion_scores["test_accuracy"])
 
 
@@ -101,8 +103,8 @@ def test_force_moves_champion_with_reason(store, runs):
     assert main(["promote", "--run", runs["weak"], "--model-name", name, "--force"]) == 0
     champion = client.get_model_version_by_alias(name, CHAMPION)
     assert champion.run_id == runs["weak"]
-    assert champion.tags["cnnexp.forced"] == "true" and champion.tags["cnnexp.decision"] == "forced"
-    assert "not better" in champion.tags["cnnexp.decision_reason"]
+    assert champion.tags[tags.FORCED] == "true" and champion.tags[tags.DECISION] == "forced"
+    assert "not better" in champion.tags[tags.DECISION_REASON]
 
 
 def test_other_test_set_refused_unless_forced(store, runs):
@@ -116,9 +118,9 @@ def test_other_test_set_refused_unless_forced(store, runs):
 
 
 def test_study_resolves_to_its_retrained_best_run(store, runs, capsys):
-    store.set_tag(runs["mid"], "cnnexp.study", "s1")  # a trial: same study, not the best
-    store.set_tag(runs["strong"], "cnnexp.study", "s1")
-    store.set_tag(runs["strong"], "cnnexp.role", "best")
+    store.set_tag(runs["mid"], tags.STUDY, "s1")  # a trial: same study, not the best
+    store.set_tag(runs["strong"], tags.STUDY, "s1")
+    store.set_tag(runs["strong"], tags.ROLE, "best")
     decision = promote("by-study", study="s1")
     assert decision.run_id == runs["strong"] and decision.outcome == "first"
     assert main(["promote", "--study", "nope", "--model-name", "by-study"]) == 1
@@ -159,7 +161,7 @@ def test_racing_promotions_leave_champion_on_one_valid_version(store, runs):
     assert errors == []
     champion = client.get_model_version_by_alias(name, CHAMPION)
     assert champion.status == "READY" and champion.run_id in (runs["mid"], runs["strong"])
-    assert champion.tags["cnnexp.decision"] == "promoted"
+    assert champion.tags[tags.DECISION] == "promoted"
     assert len(client.search_model_versions(f"name = '{name}'")) == 3
 
 
@@ -179,5 +181,5 @@ def test_mlflow_run_promote_entry_point(store, runs, tmp_path):
     assert "mlp version 1" in proc.stdout and "FIRST" in proc.stdout
     (run,) = mlflow.search_runs(experiment_names=["mlproject-promotions"], output_format="list")
     assert run.info.status == "FINISHED" and run.data.tags["mlflow.project.entryPoint"] == "promote"
-    assert run.data.tags["cnnexp.decision"] == "first" and run.data.params["source_run"] == runs["mid"]
+    assert run.data.tags[tags.DECISION] == "first" and run.data.params["source_run"] == runs["mid"]
     assert store.get_model_version_by_alias("mlp", CHAMPION).run_id == runs["mid"]

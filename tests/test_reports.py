@@ -15,6 +15,7 @@ from PIL import Image
 
 from cnnexp.cli import main
 from cnnexp.config import build_config
+from cnnexp.tracking import tags
 from cnnexp.training.train import train
 
 
@@ -135,13 +136,13 @@ def test_reproduce_same_metrics(store, capsys):
 def test_reproduce_refuses_changed_data(store, capsys):
     _, result = store
     client = mlflow.MlflowClient()
-    real = mlflow.get_run(result.run_id).data.tags["cnnexp.data_hash"]
+    real = mlflow.get_run(result.run_id).data.tags[tags.DATA_HASH]
     before = len(mlflow.search_runs(search_all_experiments=True, output_format="list"))
-    client.set_tag(result.run_id, "cnnexp.data_hash", "f" * 64)  # as if the files had changed since
+    client.set_tag(result.run_id, tags.DATA_HASH, "f" * 64)  # as if the files had changed since
     try:
         assert main(["reproduce", result.run_id]) == 1
     finally:
-        client.set_tag(result.run_id, "cnnexp.data_hash", real)
+        client.set_tag(result.run_id, tags.DATA_HASH, real)
     err = capsys.readouterr().err
     assert "does not match run" in err and "ffffffffffff" in err
     assert len(mlflow.search_runs(search_all_experiments=True, output_format="list")) == before  # no run started

@@ -23,6 +23,8 @@ from optuna.trial import TrialState
 from servers import tracking_server
 from test_tune import write_space
 
+from cnnexp.tracking import tags
+
 
 def _tune_worker(space: Path, storage: str, tracking_uri: str, cwd: Path, n_trials: int) -> subprocess.Popen:
     cmd = [
@@ -58,22 +60,22 @@ def test_workers_share_one_postgres_study_and_tracking_server(tmp_path, postgres
         assert len(trials) == n and sorted(t.number for t in trials) == list(range(n))
         assert all(t.state == TrialState.COMPLETE for t in trials)
         # every worker ran its share (four distinct processes wrote trials)
-        assert len({t.user_attrs["cnnexp.worker"] for t in trials}) == workers
+        assert len({t.user_attrs[tags.WORKER_ATTR] for t in trials}) == workers
 
         client = mlflow.MlflowClient(tracking_uri=uri)
         experiment = client.get_experiment_by_name("scale-out")
         runs = client.search_runs([experiment.experiment_id], "tags.`cnnexp.study` = 'scale'", max_results=1000)
-        parents = [r for r in runs if r.data.tags["cnnexp.role"] == "study"]
-        children = [r for r in runs if r.data.tags["cnnexp.role"] == "trial"]
+        parents = [r for r in runs if r.data.tags[tags.ROLE] == "study"]
+        children = [r for r in runs if r.data.tags[tags.ROLE] == "trial"]
         assert len(parents) == 1 and parents[0].info.status == "FINISHED"
         parent_id = parents[0].info.run_id
         assert study.user_attrs["mlflow_parent_run_id"] == parent_id
         assert len(children) == n
-        assert sorted(int(r.data.tags["cnnexp.trial_number"]) for r in children) == list(range(n))  # no duplicates
+        assert sorted(int(r.data.tags[tags.TRIAL_NUMBER]) for r in children) == list(range(n))  # no duplicates
         assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent_id}
         assert {r.info.status for r in children} == {"FINISHED"}
         assert {r.info.run_id for r in children} == {t.user_attrs["mlflow_run_id"] for t in trials}
-        assert "s3cret" not in parents[0].data.tags["cnnexp.storage"]
+        assert "s3cret" not in parents[0].data.tags[tags.STORAGE]
 
         # Artifacts went through the server (mlflow-artifacts:/) into its --artifacts-destination,
         # and come back through it.

@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from cnnexp.cli import main
-from cnnexp.tuning.space import SearchSpaceError, load_space, sample
+from cnnexp.errors import SearchSpaceError
+from cnnexp.tuning.space import load_space, sample
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,6 +12,7 @@ import optuna
 import pytest
 
 from cnnexp.cli import main
+from cnnexp.tracking import tags
 
 
 def _objective(trial: optuna.Trial) -> float:
@@ -32,10 +33,10 @@ def _record_study(tmp_path, name: str, storage: str | None = None) -> optuna.Stu
     )
     study.optimize(_objective, n_trials=20)
     mlflow.set_experiment("tuning")
-    tags = {"cnnexp.study": name, "cnnexp.role": "study", "cnnexp.storage": storage}
-    with mlflow.start_run(run_name=f"study-{name}", tags=tags):
+    run_tags = {tags.STUDY: name, tags.ROLE: "study", tags.STORAGE: storage}
+    with mlflow.start_run(run_name=f"study-{name}", tags=run_tags):
         mlflow.log_text(study.trials_dataframe().to_csv(index=False), "trials.csv")
-    with mlflow.start_run(run_name=f"best-{name}", tags={"cnnexp.study": name, "cnnexp.role": "best"}):
+    with mlflow.start_run(run_name=f"best-{name}", tags={tags.STUDY: name, tags.ROLE: "best"}):
         mlflow.log_metrics({"test_accuracy": 0.9123, "best_val_accuracy": 0.9200})
     return study
 
@@ -80,7 +81,7 @@ def test_study_report_without_storage_rebuilds_from_trials_csv(tracking, tmp_pat
     (tmp_path / "optuna.db").rename(tmp_path / "elsewhere.db")
     (tmp_path / "gone").mkdir()
     client = mlflow.MlflowClient()
-    client.set_tag(_study_run("moved").info.run_id, "cnnexp.storage", f"sqlite:///{tmp_path / 'gone' / 'x' / 'o.db'}")
+    client.set_tag(_study_run("moved").info.run_id, tags.STORAGE, f"sqlite:///{tmp_path / 'gone' / 'x' / 'o.db'}")
     out = tmp_path / "r"
     assert main(["report", "--study", "moved", "--out", str(out), "--no-log"]) == 0
     text = (out / "report.md").read_text()

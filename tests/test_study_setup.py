@@ -1,7 +1,7 @@
 import optuna
 import pytest
 
-from cnnexp.config import ConfigError
+from cnnexp.errors import ConfigError
 from cnnexp.tuning.storage import create_or_load, display_url, make_pruner, make_sampler, make_storage
 
 

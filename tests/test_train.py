@@ -8,12 +8,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from cnnexp.config import ConfigError, build_config
+from cnnexp.config import build_config
+from cnnexp.errors import ConfigError, TrainingDiverged
 from cnnexp.serving.pyfunc import encode_image
-from cnnexp.tracking.runs import FAILURE_TAG
+from cnnexp.tracking import tags
 from cnnexp.training import schedules
 from cnnexp.training.schedules import TimeBudget, learning_rate
-from cnnexp.training.train import TrainingDiverged, make_callbacks, train
+from cnnexp.training.train import make_callbacks, train
 
 
 def _artifacts(client, run_id, path=""):
@@ -37,10 +38,10 @@ def test_tracked_training_run(tracking, tiny_config):
     assert run.data.params["model.filters"] == "8" and run.data.params["data.augment.shift"] == "0.0"
     assert run.data.params["split.test_size"] == "360"
     assert run.data.params["batch_size"] == "64"  # autolog's own param, read from the pipeline
-    tags = run.data.tags
-    assert tags["cnnexp.dataset"] == "digits" and tags["cnnexp.seed"] == "42"
-    assert tags["cnnexp.split_hash"] == result.split.split_hash and len(tags["cnnexp.data_hash"]) == 64
-    assert "cnnexp.git_commit" in tags
+    got = run.data.tags
+    assert got[tags.DATASET] == "digits" and got[tags.SEED] == "42"
+    assert got[tags.SPLIT_HASH] == result.split.split_hash and len(got[tags.DATA_HASH]) == 64
+    assert tags.GIT_COMMIT in got
 
     files = _artifacts(client, result.run_id)
     for expected in (
@@ -119,7 +120,7 @@ def test_failure_ends_failed_with_reason(tracking, tiny_overrides):
         train(cfg)
     run = mlflow.search_runs(experiment_names=["tests"], output_format="list")[0]
     assert run.info.status == "FAILED"
-    assert "TrainingDiverged: loss became" in run.data.tags[FAILURE_TAG]
+    assert "TrainingDiverged: loss became" in run.data.tags[tags.FAILURE_REASON]
 
 
 def test_ctrl_c_ends_killed(tracking, tiny_config):

@@ -16,7 +16,8 @@ import yaml
 from optuna.trial import TrialState, create_trial
 
 from cnnexp.cli import main
-from cnnexp.tuning.parent_run import FAILURE_TAG, best_trial
+from cnnexp.tracking import tags
+from cnnexp.tuning.parent_run import best_trial
 from cnnexp.tuning.tune import TuneOptions, tune
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +50,7 @@ def study_runs(study_name: str) -> dict[str, list]:
     )
     out: dict[str, list] = {}
     for run in runs:
-        out.setdefault(run.data.tags["cnnexp.role"], []).append(run)
+        out.setdefault(run.data.tags[tags.ROLE], []).append(run)
     return out
 
 
@@ -71,15 +72,15 @@ def test_study_nests_trials_retrains_best_and_resumes(tracking, tmp_path, capsys
     parent_id = parent.info.run_id
     assert study.user_attrs["mlflow_parent_run_id"] == parent_id
     assert parent.info.status == "FINISHED"
-    assert parent.data.tags["cnnexp.storage"] == storage
+    assert parent.data.tags[tags.STORAGE] == storage
 
-    trials = {int(r.data.tags["cnnexp.trial_number"]): r for r in runs["trial"]}
+    trials = {int(r.data.tags[tags.TRIAL_NUMBER]): r for r in runs["trial"]}
     assert sorted(trials) == [0, 1]
     client = mlflow.MlflowClient()
     for t in study.trials:
         run = trials[t.number]
         assert run.data.tags["mlflow.parentRunId"] == parent_id
-        assert run.info.status == "FINISHED" and run.data.tags["cnnexp.trial_state"] == "COMPLETE"
+        assert run.info.status == "FINISHED" and run.data.tags[tags.TRIAL_STATE] == "COMPLETE"
         assert run.data.params["train.learning_rate"] == str(t.params["train.learning_rate"])
         assert run.data.params["train.epochs"] == "2" and run.data.params["data.train_subset"] == "600"
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [0, 1]
@@ -89,7 +90,7 @@ def test_study_nests_trials_retrains_best_and_resumes(tracking, tmp_path, capsys
     # the parent's report: best value and params, trials table, Optuna's plots
     best = max(study.trials, key=lambda t: t.value)
     assert parent.data.metrics["best_value"] == pytest.approx(best.value)
-    assert parent.data.tags["cnnexp.best_trial"] == str(best.number)
+    assert parent.data.tags[tags.BEST_TRIAL] == str(best.number)
     table = pd.read_csv(artifact(parent_id, "trials.csv"))
     assert table["number"].tolist() == [0, 1] and set(table["state"]) == {"COMPLETE"}
     assert "params_train.learning_rate" in table.columns
@@ -107,7 +108,7 @@ def test_study_nests_trials_retrains_best_and_resumes(tracking, tmp_path, capsys
     assert 0 <= retrained.data.metrics["test_accuracy"] <= 1
     model = mlflow.models.get_model_info(f"runs:/{retrained.info.run_id}/model")
     assert model.signature is not None and model.run_id == retrained.info.run_id
-    assert parent.data.tags["cnnexp.best_run_id"] == retrained.info.run_id
+    assert parent.data.tags[tags.BEST_RUN_ID] == retrained.info.run_id
 
     # resume: the same name adds trials to the same study and the same parent run
     assert main([*argv, "--n-trials", "1", "--no-retrain-best"]) == 0
@@ -117,7 +118,7 @@ def test_study_nests_trials_retrains_best_and_resumes(tracking, tmp_path, capsys
     runs = study_runs("nest")
     assert [r.info.run_id for r in runs["study"]] == [parent_id]
     assert len(runs["best"]) == 1
-    assert sorted(int(r.data.tags["cnnexp.trial_number"]) for r in runs["trial"]) == [0, 1, 2]
+    assert sorted(int(r.data.tags[tags.TRIAL_NUMBER]) for r in runs["trial"]) == [0, 1, 2]
     assert {r.data.tags["mlflow.parentRunId"] for r in runs["trial"]} == {parent_id}
     assert len(pd.read_csv(artifact(parent_id, "trials.csv"))) == 3
 
@@ -138,12 +139,12 @@ def test_pruned_trial_marked_in_optuna_and_mlflow(tracking, tmp_path):
     assert states == [TrialState.COMPLETE, TrialState.PRUNED]
     assert result.best.number == 0
 
-    trials = {int(r.data.tags["cnnexp.trial_number"]): r for r in study_runs("prune")["trial"]}
-    assert trials[1].data.tags["cnnexp.trial_state"] == "PRUNED"
+    trials = {int(r.data.tags[tags.TRIAL_NUMBER]): r for r in study_runs("prune")["trial"]}
+    assert trials[1].data.tags[tags.TRIAL_STATE] == "PRUNED"
     assert trials[1].info.status == "FINISHED"  # stopped on purpose, not a failure
     history = mlflow.MlflowClient().get_metric_history(trials[1].info.run_id, "val_accuracy")
     assert [m.step for m in history] == [0]  # stopped after the epoch it was pruned at
-    assert trials[0].data.tags["cnnexp.trial_state"] == "COMPLETE"
+    assert trials[0].data.tags[tags.TRIAL_STATE] == "COMPLETE"
 
 
 def test_best_trial_ignores_pruned_partial_values():
@@ -173,8 +174,8 @@ def test_failing_trials_are_recorded_and_the_study_goes_on(tracking, tmp_path, c
     assert runs["study"][0].info.status == "FINISHED" and "best" not in runs
     for run in runs["trial"]:
         assert run.info.status == "FAILED"
-        assert run.data.tags["cnnexp.trial_state"] == "FAIL"
-        assert "TrainingDiverged: loss became" in run.data.tags[FAILURE_TAG]
+        assert run.data.tags[tags.TRIAL_STATE] == "FAIL"
+        assert "TrainingDiverged: loss became" in run.data.tags[tags.FAILURE_REASON]
 
 
 def _cnnexp(*args: str, tmp_path: Path, tracking: str) -> subprocess.Popen:
@@ -210,7 +211,7 @@ def test_two_workers_share_one_journal_study(tracking, tmp_path):
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     runs = study_runs("par")
     (parent,) = runs["study"]
-    numbers = sorted(int(r.data.tags["cnnexp.trial_number"]) for r in runs["trial"])
+    numbers = sorted(int(r.data.tags[tags.TRIAL_NUMBER]) for r in runs["trial"])
     assert numbers == [0, 1, 2, 3]  # every trial once, none duplicated
     assert {r.data.tags["mlflow.parentRunId"] for r in runs["trial"]} == {parent.info.run_id}
     # the workers sampled different configurations
@@ -269,10 +270,10 @@ def test_killed_worker_trial_is_failed_and_retried(tracking, tmp_path, storage, 
     assert retried.system_attrs["failed_trial"] == killed.number
     assert fresh.state == TrialState.COMPLETE
     assert len(result.study.get_trials(states=(TrialState.COMPLETE,))) == 2  # as requested; nothing lost
-    runs = {int(r.data.tags["cnnexp.trial_number"]): r for r in study_runs("hb")["trial"]}
+    runs = {int(r.data.tags[tags.TRIAL_NUMBER]): r for r in study_runs("hb")["trial"]}
     assert sorted(runs) == [0, 1, 2]
-    assert runs[0].info.status == "FAILED" and runs[0].data.tags["cnnexp.trial_state"] == "FAIL"
-    assert reason in runs[0].data.tags[FAILURE_TAG]
+    assert runs[0].info.status == "FAILED" and runs[0].data.tags[tags.TRIAL_STATE] == "FAIL"
+    assert reason in runs[0].data.tags[tags.FAILURE_REASON]
     assert runs[1].info.status == runs[2].info.status == "FINISHED"
     _assert_no_run_left_running("hb")
 
@@ -320,5 +321,5 @@ def test_mlflow_run_tune_entry_point(tracking, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = study_runs("tiny")  # the study is named after the space file
     assert len(runs["study"]) == 1 and len(runs["trial"]) == 2 and len(runs["best"]) == 1
-    assert runs["launcher"][0].data.tags["cnnexp.study_run_id"] == runs["study"][0].info.run_id
+    assert runs["launcher"][0].data.tags[tags.STUDY_RUN_ID] == runs["study"][0].info.run_id
     assert io.StringIO(proc.stdout).read().count("COMPLETE value=") == 2

@@ -4,6 +4,7 @@ import optuna
 from optuna.trial import TrialState
 from test_tune import study_runs, write_space
 
+from cnnexp.tracking import tags
 from cnnexp.tuning.tune import TuneOptions, tune
 
 
@@ -19,5 +20,5 @@ def test_study_on_postgres_resumes_under_one_parent(tracking, tmp_path, postgres
     (parent,) = runs["study"]
     assert {r.data.tags["mlflow.parentRunId"] for r in runs["trial"]} == {parent.info.run_id}
     assert len(runs["trial"]) == 2
-    storage_tag = parent.data.tags["cnnexp.storage"]
+    storage_tag = parent.data.tags[tags.STORAGE]
     assert "s3cret" not in storage_tag and storage_tag.startswith("postgresql+psycopg://postgres:***@127.0.0.1:")

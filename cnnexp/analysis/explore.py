@@ -20,9 +20,9 @@ from cnnexp.analysis.files import save_figure
 from cnnexp.config import ExperimentConfig
 from cnnexp.data.sources import load_dataset
 from cnnexp.data.split import Split, split_dataset
+from cnnexp.tracking import tags
 from cnnexp.tracking.runs import tracked_run, use_experiment
 
-KIND_TAG = "cnnexp.kind"
 SAMPLE_GRID = "sample_grid.png"
 CLASS_COUNTS = "class_counts.png"
 CLASS_COUNTS_CSV = "class_counts.csv"
@@ -167,12 +167,12 @@ def explore(cfg: ExperimentConfig, out_dir: Path | None = None, log: bool = True
     with tempfile.TemporaryDirectory() as tmp:
         target = out_dir or Path(tmp)
         name = f"explore-{cfg.data.dataset.replace('/', '_')}"
-        with tracked_run(name, tags={KIND_TAG: "exploration", "cnnexp.dataset": cfg.data.dataset}) as run:
+        with tracked_run(name, tags={tags.KIND: "exploration", tags.DATASET: cfg.data.dataset}) as run:
             mlflow.log_params(
                 {k: v for k, v in cfg.flat().items() if k.startswith("data.")} | {"train.seed": cfg.train.seed}
             )
             split, counts, files = write_exploration(cfg, target)
-            mlflow.set_tags({"cnnexp.data_hash": split.data_hash, "cnnexp.split_hash": split.split_hash})
+            mlflow.set_tags({tags.DATA_HASH: split.data_hash, tags.SPLIT_HASH: split.split_hash})
             mlflow.log_params({f"split.{k}_size": v for k, v in split.sizes().items()})
             mlflow.log_artifacts(str(target), "exploration")
         return Exploration(run.info.run_id, target, counts, files)

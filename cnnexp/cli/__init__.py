@@ -27,21 +27,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from cnnexp.config import ConfigError
-    from cnnexp.data.sources import DataError
-    from cnnexp.tracking.record import RunError
+    from cnnexp.errors import CnnexpError
 
     try:
         return args.func(args)
-    except ConfigError as e:
-        print(f"cnnexp: configuration error: {e}", file=sys.stderr)
-        return 2
-    except DataError as e:
-        print(f"cnnexp: data error: {e}", file=sys.stderr)
-        return 1
-    except RunError as e:
-        print(f"cnnexp: {e}", file=sys.stderr)
-        return 1
+    except CnnexpError as e:
+        # One line naming the problem; --verbose adds the traceback for a bug report.
+        if args.verbose:
+            logging.exception("cnnexp failed")
+        print(f"cnnexp: {e.label}: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("cnnexp: interrupted", file=sys.stderr)
         return 130

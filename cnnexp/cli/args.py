@@ -44,7 +44,8 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    from cnnexp.config import ConfigError, build_config, load_yaml
+    from cnnexp.config import build_config, load_yaml
+    from cnnexp.errors import ConfigError
 
     base = load_yaml(args.config) if args.config else {}
     overrides: dict[str, str] = {}

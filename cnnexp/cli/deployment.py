@@ -3,36 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from cnnexp.cli.args import add_bool_option
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from cnnexp.deploy.registry import PromotionError, promote
+    from cnnexp.deploy.registry import promote
 
     # MLproject passes "" for an unused option; treat it as absent.
     run_id, study = args.run or None, args.study or None
-    try:
-        decision = promote(args.model_name, run_id=run_id, study=study, force=args.force, metric=args.metric)
-    except PromotionError as e:
-        print(f"cnnexp: promotion error: {e}", file=sys.stderr)
-        return 1
+    decision = promote(args.model_name, run_id=run_id, study=study, force=args.force, metric=args.metric)
     print(decision.summary())
     return 0
 
 
 def cmd_app(args: argparse.Namespace) -> int:
-    from cnnexp.deploy.webapp import AppError, serve
+    from cnnexp.deploy.webapp import serve
+    from cnnexp.errors import ConfigError
 
     if args.max_upload_mb <= 0:
-        print("cnnexp: --max-upload-mb must be positive", file=sys.stderr)
-        return 2
-    try:
-        serve(args.model, host=args.host, port=args.port, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
-    except AppError as e:
-        print(f"cnnexp: {e}", file=sys.stderr)
-        return 1
+        raise ConfigError(f"--max-upload-mb {args.max_upload_mb:g} must be positive")
+    serve(args.model, host=args.host, port=args.port, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
     return 0
 
 

@@ -7,33 +7,13 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from cnnexp.data.sources import IMAGE_SUFFIXES, DataError, Dataset
+from cnnexp.data.dataset import Dataset
+from cnnexp.data.images import IMAGE_SUFFIXES, open_image, to_array
+from cnnexp.errors import DataError
 
 log = logging.getLogger(__name__)
-
-
-def to_array(image: Image.Image, size: tuple[int, int], channels: int) -> np.ndarray:
-    """Convert a PIL image of any mode and size to uint8 (h, w, channels). Shared with serving."""
-    mode = "L" if channels == 1 else "RGB"
-    if image.mode in ("RGBA", "LA", "P"):
-        # Composite transparency onto white so a transparent background does not turn black.
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    image = image.convert(mode).resize((size[1], size[0]), Image.Resampling.BILINEAR)
-    arr = np.asarray(image, dtype=np.uint8)
-    return arr[..., None] if channels == 1 else arr
-
-
-def _open(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.copy()
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DataError(f"{path}: unreadable image ({type(e).__name__}: {e})") from None
 
 
 def load_folder(root: Path, size: tuple[int, int], channels: int | None = None, skip_bad: bool = False) -> Dataset:
@@ -51,7 +31,7 @@ def load_folder(root: Path, size: tuple[int, int], channels: int | None = None, 
                 log.debug("ignoring non-image file %s", path)
                 continue
             try:
-                images.append(_open(path))
+                images.append(open_image(path))
             except DataError as e:
                 if not skip_bad:
                     raise DataError(f"{e} (pass data.skip_bad_images=true to skip such files)") from None

@@ -9,18 +9,19 @@ Keras' own download is tried, and if that fails too the error says where to put 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import logging
 import os
 import pickle
 import struct
 import tarfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from cnnexp.config import FOLDER_PREFIX, DataConfig
+from cnnexp.data.dataset import Dataset
+from cnnexp.data.folder import load_folder
+from cnnexp.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -55,38 +56,6 @@ IDX_FILES = {
     "x_test": "t10k-images-idx3-ubyte.gz",
     "y_test": "t10k-labels-idx1-ubyte.gz",
 }
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-
-class DataError(RuntimeError):
-    """A dataset is missing, truncated or unreadable; the message names the file and the fix."""
-
-
-@dataclass
-class Dataset:
-    name: str
-    x_train: np.ndarray  # uint8, (n, h, w, c)
-    y_train: np.ndarray  # int64 class indices
-    class_names: tuple[str, ...]
-    x_test: np.ndarray | None = None  # official test set, where the dataset has one
-    y_test: np.ndarray | None = None
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def content_hash(self) -> str:
-        """sha256 over every pixel and label: a run records exactly which data it saw."""
-        h = hashlib.sha256()
-        for arr in (self.x_train, self.y_train, self.x_test, self.y_test):
-            if arr is not None:
-                h.update(str(arr.shape).encode())
-                h.update(np.ascontiguousarray(arr).tobytes())
-        return h.hexdigest()
 
 
 def search_dirs(data_dir: str | None, subdir: str) -> list[Path]:
@@ -104,8 +73,6 @@ def search_dirs(data_dir: str | None, subdir: str) -> list[Path]:
 def load_dataset(cfg: DataConfig) -> Dataset:
     name = cfg.dataset
     if name.startswith(FOLDER_PREFIX):
-        from cnnexp.data.folder import load_folder
-
         return load_folder(
             Path(name[len(FOLDER_PREFIX) :]), cfg.image_size or (32, 32), cfg.channels, cfg.skip_bad_images
         )

@@ -9,7 +9,8 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from cnnexp.config import DataConfig
-from cnnexp.data.sources import DataError, Dataset
+from cnnexp.data.dataset import Dataset
+from cnnexp.errors import DataError
 
 
 @dataclass

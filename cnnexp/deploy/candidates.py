@@ -17,16 +17,13 @@ import yaml
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
-from cnnexp.config import ConfigError, DataConfig, config_from_dict
+from cnnexp.config import DataConfig, config_from_dict
 from cnnexp.data.sources import Dataset, load_dataset
 from cnnexp.data.split import split_dataset
-from cnnexp.tracking.runs import ROLE_TAG, STUDY_TAG
+from cnnexp.errors import ConfigError, PromotionError
+from cnnexp.tracking import tags
 
 MODEL_ARTIFACT = "model"
-
-
-class PromotionError(RuntimeError):
-    """A promotion cannot go ahead; the message says why and what to do."""
 
 
 @dataclass
@@ -61,10 +58,10 @@ def find_study_run(study: str) -> tuple[Run, str]:
     """The newest finished retrained-best run of a study (tags cnnexp.study=NAME, cnnexp.role=best)."""
     if not study or "'" in study:
         raise PromotionError(f"study name {study!r} must be non-empty and contain no quote")
-    base = f"tags.`{STUDY_TAG}` = '{study}'"
+    base = f"tags.`{tags.STUDY}` = '{study}'"
     runs = mlflow.search_runs(
         search_all_experiments=True,
-        filter_string=f"{base} AND tags.`{ROLE_TAG}` = 'best' AND attributes.status = 'FINISHED'",
+        filter_string=f"{base} AND tags.`{tags.ROLE}` = '{tags.ROLE_BEST}' AND attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
         output_format="list",
@@ -72,8 +69,8 @@ def find_study_run(study: str) -> tuple[Run, str]:
     if runs:
         return get_training_run(runs[0].info.run_id)
     if mlflow.search_runs(search_all_experiments=True, filter_string=base, max_results=1, output_format="list"):
-        raise PromotionError(f"study {study!r} has no finished retrained best run ({ROLE_TAG}=best) yet")
-    raise PromotionError(f"no run tagged {STUDY_TAG}={study!r} in the tracking store {mlflow.get_tracking_uri()}")
+        raise PromotionError(f"study {study!r} has no finished retrained best run ({tags.ROLE}={tags.ROLE_BEST}) yet")
+    raise PromotionError(f"no run tagged {tags.STUDY}={study!r} in the tracking store {mlflow.get_tracking_uri()}")
 
 
 @lru_cache(maxsize=2)
@@ -104,7 +101,7 @@ def held_out_set(run: Run) -> HeldOut:
     d = cfg.data
     tuple_size = tuple(d.image_size) if d.image_size else None
     split = split_dataset(_load(d.dataset, d.data_dir, tuple_size, d.channels, d.skip_bad_images), d, cfg.train.seed)
-    recorded = run.data.tags.get("cnnexp.split_hash")
+    recorded = run.data.tags.get(tags.SPLIT_HASH)
     if recorded != split.split_hash:
         raise PromotionError(
             f"run {run_id}: rebuilding its split from config.yaml gives split hash {split.split_hash}, "

@@ -19,13 +19,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
 from cnnexp.analysis.evaluate import evaluate
-from cnnexp.deploy.candidates import (
-    HeldOut,
-    PromotionError,
-    find_study_run,
-    get_training_run,
-    held_out_set,
-)
+from cnnexp.deploy.candidates import HeldOut, find_study_run, get_training_run, held_out_set
+from cnnexp.errors import PromotionError
+from cnnexp.tracking import tags
 from cnnexp.tracking.runs import tracked_run, use_experiment
 
 log = logging.getLogger(__name__)
@@ -162,23 +158,23 @@ def _champion_scores(client: mlflow.MlflowClient, champion: ModelVersion, held_o
 
 def _record_on_version(client: mlflow.MlflowClient, decision: Decision, held_out: HeldOut) -> None:
     name, version = decision.model_name, decision.version
-    tags = {
-        "cnnexp.source_run": decision.run_id,
-        "cnnexp.dataset": held_out.dataset,
-        "cnnexp.split_hash": held_out.split_hash,
-        "cnnexp.test_hash": held_out.test_hash,
-        "cnnexp.decision": decision.outcome,
-        "cnnexp.decision_reason": decision.reason,
-        "cnnexp.compared_metric": decision.metric,
-        **{f"cnnexp.{k}": f"{v:.6f}" for k, v in decision.challenger_scores.items()},
+    version_tags = {
+        tags.SOURCE_RUN: decision.run_id,
+        tags.DATASET: held_out.dataset,
+        tags.SPLIT_HASH: held_out.split_hash,
+        tags.TEST_HASH: held_out.test_hash,
+        tags.DECISION: decision.outcome,
+        tags.DECISION_REASON: decision.reason,
+        tags.COMPARED_METRIC: decision.metric,
+        **{tags.metric_tag(k): f"{v:.6f}" for k, v in decision.challenger_scores.items()},
     }
     if decision.champion_version:
-        tags["cnnexp.compared_with"] = f"v{decision.champion_version}"
+        version_tags[tags.COMPARED_WITH] = f"v{decision.champion_version}"
     if decision.outcome in ("first", "promoted"):
-        tags["cnnexp.won_on"] = decision.metric
+        version_tags[tags.WON_ON] = decision.metric
     if decision.outcome == "forced":
-        tags["cnnexp.forced"] = "true"
-    for key, value in tags.items():
+        version_tags[tags.FORCED] = "true"
+    for key, value in version_tags.items():
         client.set_model_version_tag(name, version, key, value)
     scores = ", ".join(f"{k} {v:.4f}" for k, v in sorted(decision.challenger_scores.items()))
     client.update_model_version(
@@ -203,7 +199,7 @@ def _log_decision(decision: Decision) -> None:
     )
     mlflow.log_metrics({f"challenger_{k}": v for k, v in decision.challenger_scores.items()})
     mlflow.log_metrics({f"champion_{k}": v for k, v in decision.champion_scores.items()})
-    mlflow.set_tags({"cnnexp.decision": decision.outcome, "cnnexp.decision_reason": decision.reason})
+    mlflow.set_tags({tags.DECISION: decision.outcome, tags.DECISION_REASON: decision.reason})
     mlflow.log_dict(asdict(decision), "promotion.json")
 
 

@@ -21,16 +21,13 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from mlflow.exceptions import MlflowException
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cnnexp.errors import AppError
 from cnnexp.serving.requests import IMAGE_COLUMN
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_UPLOAD = 5 * 1024 * 1024
 TOP_K = 5
-
-
-class AppError(RuntimeError):
-    """The app cannot start; the message says why."""
 
 
 def _page(max_upload_bytes: int) -> str:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from cnnexp.config import ConfigError, ModelConfig
+from cnnexp.config import ModelConfig
+from cnnexp.errors import ConfigError
 from cnnexp.models.tta import MirrorAverage, MirrorBatch
 
 # Keras' default 0.99 needs hundreds of steps before inference statistics settle; short runs

@@ -14,14 +14,14 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from cnnexp.analysis import files as af
 from cnnexp.analysis import figures as plots
+from cnnexp.analysis import files as af
 from cnnexp.analysis.diagnose import Analysis, analyze, findings
 from cnnexp.analysis.evaluate import evaluate
 from cnnexp.analysis.explore import class_counts
+from cnnexp.data.split import Split
 from cnnexp.reports.markdown import image, table, write_report
 from cnnexp.tracking.record import RunRecord, history, load_keras_model, load_record, load_split, run_id_of_model_uri
-from cnnexp.data.split import Split
 
 FIGURES = "figures"
 CURVES = "training_curves.png"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlflow
 import pandas as pd
 
-from cnnexp.tracking.record import RunError
+from cnnexp.errors import RunError
 
 DEFAULT_METRICS = ("test_accuracy", "test_macro_f1", "test_loss", "best_val_accuracy")
 DEFAULT_PARAMS = ("data.dataset", "model.family", "model.blocks", "model.filters", "train.learning_rate")

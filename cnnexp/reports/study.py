@@ -27,13 +27,12 @@ import pandas as pd
 from optuna.visualization import matplotlib as optuna_plots
 
 from cnnexp.analysis.files import save_figure
+from cnnexp.errors import RunError
 from cnnexp.reports.markdown import image, table, write_report
-from cnnexp.tracking.record import RunError
+from cnnexp.tracking import tags
 
 log = logging.getLogger(__name__)
 
-STUDY_TAG, ROLE_TAG, STORAGE_TAG, DIRECTION_TAG = "cnnexp.study", "cnnexp.role", "cnnexp.storage", "cnnexp.direction"
-BEST_RUN_TAG = "cnnexp.best_run_id"
 TRIALS_CSV = "trials.csv"
 MIN_TRIALS_FOR_IMPORTANCE = 5
 FIGURES = "figures"
@@ -53,24 +52,24 @@ def find_runs(name: str) -> tuple[mlflow.entities.Run, mlflow.entities.Run | Non
     """The study's parent run and, if it exists, the newest retrained-best run."""
     runs = mlflow.search_runs(
         search_all_experiments=True,
-        filter_string=f"tags.`{STUDY_TAG}` = '{name}'",
+        filter_string=f"tags.`{tags.STUDY}` = '{name}'",
         order_by=["attributes.start_time DESC"],
         output_format="list",
     )
     by_role = {}
     for run in runs:  # newest first: keep the first of each role
-        by_role.setdefault(run.data.tags.get(ROLE_TAG), run)
-    if "study" not in by_role:
+        by_role.setdefault(run.data.tags.get(tags.ROLE), run)
+    if tags.ROLE_STUDY not in by_role:
         raise RunError(
             f"no study named {name!r} in {mlflow.get_tracking_uri()}: expected a run tagged "
-            f"{STUDY_TAG}={name} and {ROLE_TAG}=study (made by `cnnexp tune --study-name {name}`)"
+            f"{tags.STUDY}={name} and {tags.ROLE}=study (made by `cnnexp tune --study-name {name}`)"
         )
-    study_run = by_role["study"]
-    best_id = study_run.data.tags.get(BEST_RUN_TAG)  # tuning also points at its retrained best directly
+    study_run = by_role[tags.ROLE_STUDY]
+    best_id = study_run.data.tags.get(tags.BEST_RUN_ID)  # tuning also points at its retrained best directly
     if best_id:
         best = next((r for r in runs if r.info.run_id == best_id), None)
-        return study_run, best or by_role.get("best")
-    return study_run, by_role.get("best")
+        return study_run, best or by_role.get(tags.ROLE_BEST)
+    return study_run, by_role.get(tags.ROLE_BEST)
 
 
 def load_trials(run_id: str) -> pd.DataFrame:
@@ -134,14 +133,14 @@ def _open_storage(url: str) -> str | optuna.storages.BaseStorage:
 
 def load_study(name: str, study_run: mlflow.entities.Run, trials: pd.DataFrame) -> tuple[optuna.Study, str]:
     """The study from its Optuna storage, or rebuilt from trials.csv; with a note saying which."""
-    storage = study_run.data.tags.get(STORAGE_TAG)
+    storage = study_run.data.tags.get(tags.STORAGE)
     if storage:
         try:
             study = optuna.load_study(study_name=name, storage=_open_storage(storage))
             return study, f"loaded from its Optuna storage `{storage}`"
         except Exception as e:  # noqa: BLE001 - fall back to the artifact, and say why
             log.warning("cannot open Optuna storage %s (%s); rebuilding from %s", storage, e, TRIALS_CSV)
-    direction = study_run.data.tags.get(DIRECTION_TAG, "maximize").lower()
+    direction = study_run.data.tags.get(tags.DIRECTION, "maximize").lower()
     note = (
         f"rebuilt from `{TRIALS_CSV}` (storage {'unreachable' if storage else 'not recorded'}; direction {direction})"
     )

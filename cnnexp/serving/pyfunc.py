@@ -25,7 +25,7 @@ from PIL import Image
 # Registers cnnexp's own layers (flip test-time augmentation) that a saved model may hold, so
 # the serving process can load it.
 import cnnexp.models  # noqa: F401
-from cnnexp.data.folder import to_array
+from cnnexp.data.images import to_array
 from cnnexp.serving.requests import IMAGE_COLUMN, PIXELS_COLUMN, input_schema, request_images
 
 

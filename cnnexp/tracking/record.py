@@ -13,19 +13,13 @@ import mlflow
 import yaml
 from mlflow.exceptions import MlflowException
 
-from cnnexp.config import ConfigError, ExperimentConfig, config_from_dict
-from cnnexp.data.sources import DataError, load_dataset
+from cnnexp.config import ExperimentConfig, config_from_dict
+from cnnexp.data.sources import load_dataset
 from cnnexp.data.split import Split, split_dataset
+from cnnexp.errors import ConfigError, DataChanged, RunError
+from cnnexp.tracking import tags
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
-
-
-class RunError(RuntimeError):
-    """A run, model version or one of its records cannot be found or used; the message says which."""
-
-
-class DataChanged(DataError):
-    """The data on this machine is not the data the run was trained on."""
 
 
 @dataclass
@@ -116,7 +110,7 @@ def history(run_id: str) -> dict[str, list[float]]:
 
 def check_data_hash(record: RunRecord, split: Split) -> None:
     """Refuse to go on when the data content differs from what the run recorded."""
-    recorded = record.tags.get("cnnexp.data_hash")
+    recorded = record.tags.get(tags.DATA_HASH)
     if recorded and recorded != split.data_hash:
         raise DataChanged(
             f"the {record.config.data.dataset} data on this machine does not match run {record.run_id}: "

@@ -11,10 +11,7 @@ from pathlib import Path
 import mlflow
 
 import cnnexp
-
-FAILURE_TAG = "cnnexp.failure_reason"
-# Tags that tie runs to an Optuna study: tuning writes them, promotion and reports look them up.
-STUDY_TAG, ROLE_TAG, STORAGE_TAG = "cnnexp.study", "cnnexp.role", "cnnexp.storage"
+from cnnexp.tracking import tags
 
 
 def git_commit() -> str:
@@ -70,6 +67,6 @@ def tracked_run(
 
 def _tag_failure(run_id: str, reason: str) -> None:
     try:
-        mlflow.MlflowClient().set_tag(run_id, FAILURE_TAG, reason[:4000])
+        mlflow.MlflowClient().set_tag(run_id, tags.FAILURE_REASON, reason[:4000])
     except Exception:  # noqa: BLE001 - never mask the original error with a tracking error
         pass

@@ -9,10 +9,11 @@ import pandas as pd
 from cnnexp.config import build_config
 from cnnexp.data.sources import load_dataset
 from cnnexp.data.split import split_dataset
-from cnnexp.tracking.record import RunError, check_data_hash, get_run, load_record
+from cnnexp.errors import RunError
+from cnnexp.tracking import tags
+from cnnexp.tracking.record import check_data_hash, get_run, load_record
 from cnnexp.training.train import TrainResult, train
 
-SOURCE_TAG = "cnnexp.reproduced_from"
 # Metrics worth comparing: the run's own summary metrics (not the per-epoch curves' last values).
 COMPARED = ("test_accuracy", "test_macro_f1", "test_loss", "test_ece", "best_val_accuracy", "best_val_loss")
 
@@ -36,14 +37,14 @@ def reproduce(run_id: str, overrides: dict[str, str] | None = None) -> Reproduct
     cfg = record.config
     split = split_dataset(load_dataset(cfg.data), cfg.data, cfg.train.seed)
     check_data_hash(record, split)
-    source_split = record.tags.get("cnnexp.split_hash")
+    source_split = record.tags.get(tags.SPLIT_HASH)
     if source_split and source_split != split.split_hash:
         # Same data, different split: a changed split algorithm. Say so rather than compare apples and pears.
         raise RunError(
             f"the split of run {run_id} ({source_split}) cannot be rebuilt: "
             f"this version of cnnexp gives {split.split_hash}"
         )
-    result = train(cfg, tags={SOURCE_TAG: run_id, "cnnexp.role": "reproduction"})
+    result = train(cfg, tags={tags.REPRODUCED_FROM: run_id, tags.ROLE: tags.ROLE_REPRODUCTION})
     old = get_run(run_id).data.metrics
     new = get_run(result.run_id).data.metrics
     return Reproduction(run_id, result, compare(old, new))

@@ -28,16 +28,14 @@ from cnnexp.config import ANNEALING_SCHEDULES, ExperimentConfig, TrainConfig
 from cnnexp.data.pipeline import build_augmenter, make_dataset
 from cnnexp.data.sources import load_dataset
 from cnnexp.data.split import Split, split_dataset
+from cnnexp.errors import TrainingDiverged
 from cnnexp.models.cnn import build_model
 from cnnexp.serving.pyfunc import log_image_model
+from cnnexp.tracking import tags
 from cnnexp.tracking.runs import git_commit, tracked_run, use_experiment
 from cnnexp.training.schedules import TimeBudget, learning_rate, make_optimizer
 
 log = logging.getLogger(__name__)
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite: the run (or trial) fails with this reason."""
 
 
 @dataclass
@@ -129,12 +127,12 @@ def make_callbacks(cfg: TrainConfig, steps_per_epoch: int) -> list[keras.callbac
 
 def run_tags(cfg: ExperimentConfig, split: Split) -> dict[str, str]:
     return {
-        "cnnexp.dataset": cfg.data.dataset,
-        "cnnexp.seed": str(cfg.train.seed),
-        "cnnexp.split_hash": split.split_hash,
-        "cnnexp.data_hash": split.data_hash,
-        "cnnexp.git_commit": git_commit(),
-        "cnnexp.version": cnnexp.__version__,
+        tags.DATASET: cfg.data.dataset,
+        tags.SEED: str(cfg.train.seed),
+        tags.SPLIT_HASH: split.split_hash,
+        tags.DATA_HASH: split.data_hash,
+        tags.GIT_COMMIT: git_commit(),
+        tags.VERSION: cnnexp.__version__,
     }
 
 

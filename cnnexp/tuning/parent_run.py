@@ -21,13 +21,11 @@ import optuna
 from mlflow.entities import Run
 from optuna.trial import FrozenTrial, TrialState
 
-from cnnexp.tracking.runs import FAILURE_TAG, ROLE_TAG, STORAGE_TAG, STUDY_TAG
+from cnnexp.tracking import tags
 from cnnexp.tuning.space import SearchSpace
 
 log = logging.getLogger(__name__)
 
-PARENT_ATTR = "mlflow_parent_run_id"
-TRIAL_NUMBER_TAG, TRIAL_STATE_TAG = "cnnexp.trial_number", "cnnexp.trial_state"
 # How long a worker that lost the creation race waits for the creator to record the parent run.
 PARENT_WAIT_SECONDS = 60
 
@@ -47,7 +45,7 @@ def retry_locked(fn: Callable[[], T], attempts: int = 6) -> T:
 
 
 def trial_tags(study_name: str, number: int) -> dict[str, str]:
-    return {STUDY_TAG: study_name, ROLE_TAG: "trial", TRIAL_NUMBER_TAG: str(number)}
+    return {tags.STUDY: study_name, tags.ROLE: tags.ROLE_TRIAL, tags.TRIAL_NUMBER: str(number)}
 
 
 def experiment_id(name: str) -> str:
@@ -67,7 +65,7 @@ def ensure_parent_run(
     if not created:
         deadline = time.monotonic() + PARENT_WAIT_SECONDS
         while time.monotonic() < deadline:
-            run_id = study.user_attrs.get(PARENT_ATTR)
+            run_id = study.user_attrs.get(tags.PARENT_RUN_ATTR)
             if run_id:
                 return run_id
             time.sleep(0.5)
@@ -75,13 +73,14 @@ def ensure_parent_run(
             study = optuna.load_study(study_name=study.study_name, storage=storage)
         log.warning("study %s has no MLflow parent run yet; creating one", study.study_name)
     client = mlflow.MlflowClient()
-    tags = {
-        STUDY_TAG: study.study_name,
-        ROLE_TAG: "study",
-        STORAGE_TAG: storage_url,
+    run_tags = {
+        tags.STUDY: study.study_name,
+        tags.ROLE: tags.ROLE_STUDY,
+        tags.DIRECTION: space.direction,
+        tags.STORAGE: storage_url,
         "mlflow.runName": study.study_name,
     }
-    run = retry_locked(lambda: client.create_run(experiment_id(experiment_name), tags=tags))
+    run = retry_locked(lambda: client.create_run(experiment_id(experiment_name), tags=run_tags))
     run_id = run.info.run_id
     params = {
         "space": space.path,
@@ -94,7 +93,7 @@ def ensure_parent_run(
     }
     retry_locked(lambda: client.log_batch(run_id, params=_params(params)))
     retry_locked(lambda: client.log_text(run_id, space.text, "search_space.yaml"))
-    study.set_user_attr(PARENT_ATTR, run_id)
+    study.set_user_attr(tags.PARENT_RUN_ATTR, run_id)
     return run_id
 
 
@@ -118,7 +117,7 @@ def parent_running(run_id: str) -> Iterator[None]:
         raise
     except BaseException as e:
         reason = f"{type(e).__name__}: {e}"[:4000]
-        retry_locked(lambda: client.set_tag(run_id, FAILURE_TAG, reason))
+        retry_locked(lambda: client.set_tag(run_id, tags.FAILURE_REASON, reason))
         raise
     finally:
         retry_locked(lambda: client.set_terminated(run_id, status))
@@ -129,7 +128,7 @@ def find_trial_run(parent_id: str, number: int) -> Run | None:
     runs = retry_locked(
         lambda: mlflow.search_runs(
             experiment_ids=[parent.info.experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and tags.`{TRIAL_NUMBER_TAG}` = '{number}'",
+            filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and tags.`{tags.TRIAL_NUMBER}` = '{number}'",
             output_format="list",
         )
     )
@@ -142,18 +141,18 @@ def mark_trial(study_name: str, parent_id: str, trial: FrozenTrial, reason: str 
     run = find_trial_run(parent_id, trial.number)
     if run is None:
         exp = client.get_run(parent_id).info.experiment_id
-        tags = {**trial_tags(study_name, trial.number), "mlflow.parentRunId": parent_id}
-        tags["mlflow.runName"] = f"{study_name}-trial-{trial.number}"
-        run = retry_locked(lambda: client.create_run(exp, tags=tags))
+        new_tags = {**trial_tags(study_name, trial.number), "mlflow.parentRunId": parent_id}
+        new_tags["mlflow.runName"] = f"{study_name}-trial-{trial.number}"
+        run = retry_locked(lambda: client.create_run(exp, tags=new_tags))
         retry_locked(lambda: client.log_batch(run.info.run_id, params=_params(trial.params)))
     run_id = run.info.run_id
-    tags = {TRIAL_STATE_TAG: trial.state.name}
+    run_tags = {tags.TRIAL_STATE: trial.state.name}
     if trial.value is not None:
-        tags["cnnexp.trial_value"] = str(trial.value)
+        run_tags[tags.TRIAL_VALUE] = str(trial.value)
     reason = reason or trial.system_attrs.get("fail_reason")
-    if trial.state == TrialState.FAIL and reason and FAILURE_TAG not in run.data.tags:
-        tags[FAILURE_TAG] = reason[:4000]
-    for key, value in tags.items():
+    if trial.state == TrialState.FAIL and reason and tags.FAILURE_REASON not in run.data.tags:
+        run_tags[tags.FAILURE_REASON] = reason[:4000]
+    for key, value in run_tags.items():
         retry_locked(lambda k=key, v=value: client.set_tag(run_id, k, v))
     if trial.state == TrialState.FAIL and run.info.status in ("RUNNING", "SCHEDULED"):
         retry_locked(lambda: client.set_terminated(run_id, "FAILED"))
@@ -182,8 +181,11 @@ def log_best(parent_id: str, study: optuna.Study) -> FrozenTrial | None:
     n_finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
     retry_locked(lambda: client.log_metric(parent_id, "best_value", best.value, step=n_finished))
     # Params are immutable in MLflow and the best changes: tags and an artifact, never log_param.
-    tags = {"cnnexp.best_trial": str(best.number), **{f"best.{k}": str(v) for k, v in best.params.items()}}
-    for key, value in tags.items():
+    run_tags = {
+        tags.BEST_TRIAL: str(best.number),
+        **{f"{tags.BEST_PARAM_PREFIX}{k}": str(v) for k, v in best.params.items()},
+    }
+    for key, value in run_tags.items():
         retry_locked(lambda k=key, v=value: client.set_tag(parent_id, k, v))
     payload = {"trial": best.number, "value": best.value, "params": best.params}
     retry_locked(lambda: client.log_text(parent_id, json.dumps(payload, indent=2), "best_params.json"))

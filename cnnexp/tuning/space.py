@@ -18,7 +18,8 @@ from typing import Any
 import optuna
 import yaml
 
-from cnnexp.config import ConfigError, ExperimentConfig, build_config
+from cnnexp.config import ExperimentConfig, build_config
+from cnnexp.errors import ConfigError, SearchSpaceError
 
 PARAM_TYPES = ("float", "int", "categorical")
 OBJECTIVES = {"val_accuracy": "maximize", "val_loss": "minimize"}
@@ -36,10 +37,6 @@ _PARAM_KEYS = {
     "int": ("type", "low", "high", "log", "step", "when"),
     "categorical": ("type", "choices", "when"),
 }
-
-
-class SearchSpaceError(ConfigError):
-    """A search-space file is malformed; the message names the file, the key and the reason."""
 
 
 @dataclass

@@ -21,7 +21,8 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError
 
-from cnnexp.config import ConfigError
+from cnnexp.errors import ConfigError
+from cnnexp.tracking import tags
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +92,6 @@ def make_storage(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-WORKER_ATTR = "cnnexp.worker"
-
-
 def worker_id() -> str:
     """host:pid:start-time of this process; the start time guards against a recycled pid."""
     return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
@@ -129,7 +127,7 @@ def fail_dead_local_trials(study: optuna.Study, storage: optuna.storages.BaseSto
         return  # heartbeats cover RDB storages, across machines too
     retry = None
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = trial.user_attrs.get(WORKER_ATTR)
+        worker = trial.user_attrs.get(tags.WORKER_ATTR)
         if not worker or _alive(worker):
             continue
         try:

@@ -20,12 +20,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from optuna_integration import KerasPruningCallback
 
-from cnnexp.config import ConfigError
+from cnnexp.errors import ConfigError
+from cnnexp.tracking import tags
 from cnnexp.training.train import TrainResult, train
 from cnnexp.tuning import parent_run as study_tracking
 from cnnexp.tuning import storage as study_setup
 from cnnexp.tuning.artifacts import log_report
-from cnnexp.tuning.parent_run import ROLE_TAG, STUDY_TAG, retry_locked
+from cnnexp.tuning.parent_run import retry_locked
 from cnnexp.tuning.space import SearchSpace, load_space, sample
 
 log = logging.getLogger(__name__)
@@ -86,15 +87,15 @@ def tune(opts: TuneOptions) -> TuneResult:
     storage_url = study_setup.display_url(opts.storage)
 
     def on_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-        parent = study.user_attrs.get(study_tracking.PARENT_ATTR)
+        parent = study.user_attrs.get(tags.PARENT_RUN_ATTR)
         if parent:
             reason = "worker stopped sending heartbeats (killed?); the trial is retried"
             study_tracking.mark_trial(study.study_name, parent, trial, reason)
 
     def on_dead_worker(study: optuna.Study, trial: FrozenTrial) -> None:
-        parent = study.user_attrs.get(study_tracking.PARENT_ATTR)
+        parent = study.user_attrs.get(tags.PARENT_RUN_ATTR)
         if parent:
-            reason = f"worker {trial.user_attrs.get(study_setup.WORKER_ATTR)} died (killed?); the trial is retried"
+            reason = f"worker {trial.user_attrs.get(tags.WORKER_ATTR)} died (killed?); the trial is retried"
             study_tracking.mark_trial(study.study_name, parent, trial, reason)
 
     storage = study_setup.make_storage(
@@ -125,7 +126,7 @@ def tune(opts: TuneOptions) -> TuneResult:
         flush=True,
     )
     with study_tracking.parent_running(parent_id):
-        retry_locked(lambda: mlflow.MlflowClient().set_tag(parent_id, "cnnexp.sampler", opts.sampler))
+        retry_locked(lambda: mlflow.MlflowClient().set_tag(parent_id, tags.SAMPLER, opts.sampler))
         if opts.n_trials:
             study.optimize(
                 _objective(space, opts.study_name, parent_id),
@@ -140,7 +141,7 @@ def tune(opts: TuneOptions) -> TuneResult:
         if best is None:
             print("no trial completed: nothing to retrain", flush=True)
         elif opts.retrain_best and _already_retrained(study, best):
-            run_id = study.user_attrs["best_run_id"]
+            run_id = study.user_attrs[tags.BEST_RUN_ATTR]
             print(f"trial {best.number} is still the best and was retrained in run {run_id}", flush=True)
         elif opts.retrain_best:
             retrained = retrain_best(space, study, best, parent_id)
@@ -150,7 +151,7 @@ def tune(opts: TuneOptions) -> TuneResult:
 def _objective(space: SearchSpace, study_name: str, parent_id: str):
     def objective(trial: optuna.Trial) -> float:
         keras.backend.clear_session()  # no graph or layer-name build-up across trials
-        trial.set_user_attr(study_setup.WORKER_ATTR, study_setup.worker_id())
+        trial.set_user_attr(tags.WORKER_ATTR, study_setup.worker_id())
         sampled = sample(trial, space)
         cfg = space.config(sampled, extra={"run_name": f"{study_name}-trial-{trial.number}"})
         pruning = _PruneBetweenEpochs(trial, space.objective)
@@ -162,7 +163,7 @@ def _objective(space: SearchSpace, study_name: str, parent_id: str):
             log_model=False,
             tags=study_tracking.trial_tags(study_name, trial.number),
         )
-        trial.set_user_attr("mlflow_run_id", result.run_id)
+        trial.set_user_attr(tags.TRIAL_RUN_ATTR, result.run_id)
         if pruning.pruned is not None:
             raise pruning.pruned
         return result.metrics[SUMMARY_METRIC[space.objective]]
@@ -207,15 +208,15 @@ def retrain_best(space: SearchSpace, study: optuna.Study, best: FrozenTrial, par
     budget = f" or {cfg.train.time_budget_minutes:g} minutes" if cfg.train.time_budget_minutes else ""
     limit = f"{cfg.train.epochs} epochs{budget}"
     print(f"retraining trial {best.number}'s config on the full training data ({limit})", flush=True)
-    tags = {STUDY_TAG: study.study_name, ROLE_TAG: "best", "cnnexp.best_trial": str(best.number)}
-    result = train(cfg, parent_run_id=parent_id, tags=tags)
+    run_tags = {tags.STUDY: study.study_name, tags.ROLE: tags.ROLE_BEST, tags.BEST_TRIAL: str(best.number)}
+    result = train(cfg, parent_run_id=parent_id, tags=run_tags)
     client = mlflow.MlflowClient()
-    retry_locked(lambda: client.set_tag(parent_id, "cnnexp.best_run_id", result.run_id))
+    retry_locked(lambda: client.set_tag(parent_id, tags.BEST_RUN_ID, result.run_id))
     for name in ("test_accuracy", "test_macro_f1", "test_loss"):
         if name in result.metrics:
             retry_locked(lambda n=name: client.log_metric(parent_id, f"best_{n}", result.metrics[n]))
-    study.set_user_attr("best_run_id", result.run_id)
-    study.set_user_attr("best_run_trial", best.number)
+    study.set_user_attr(tags.BEST_RUN_ATTR, result.run_id)
+    study.set_user_attr(tags.BEST_RUN_TRIAL_ATTR, best.number)
     print(
         f"best model: run {result.run_id} (trial {best.number}), test_accuracy "
         f"{result.metrics.get('test_accuracy', float('nan')):.4f}; model at runs:/{result.run_id}/model",
@@ -227,25 +228,25 @@ def retrain_best(space: SearchSpace, study: optuna.Study, best: FrozenTrial, par
 def _already_retrained(study: optuna.Study, best: FrozenTrial) -> bool:
     """A resumed study whose best trial did not change keeps its retrained model (no second copy)."""
     attrs = study.user_attrs
-    if attrs.get("best_run_trial") != best.number or not attrs.get("best_run_id"):
+    if attrs.get(tags.BEST_RUN_TRIAL_ATTR) != best.number or not attrs.get(tags.BEST_RUN_ATTR):
         return False
     try:
-        return mlflow.MlflowClient().get_run(attrs["best_run_id"]).info.status == "FINISHED"
+        return mlflow.MlflowClient().get_run(attrs[tags.BEST_RUN_ATTR]).info.status == "FINISHED"
     except mlflow.exceptions.MlflowException:
         return False  # the run was deleted: retrain
 
 
 def _check_same_space(study: optuna.Study, space: SearchSpace, parent_id: str) -> None:
-    known = study.user_attrs.get("space_digest")
+    known = study.user_attrs.get(tags.SPACE_DIGEST_ATTR)
     if known is None:
-        study.set_user_attr("space_digest", space.digest)
+        study.set_user_attr(tags.SPACE_DIGEST_ATTR, space.digest)
     elif known != space.digest:
         log.warning("study %s was started with a different search space file; trials will mix both", study.study_name)
-        retry_locked(lambda: mlflow.MlflowClient().set_tag(parent_id, "cnnexp.space_changed", "true"))
+        retry_locked(lambda: mlflow.MlflowClient().set_tag(parent_id, tags.SPACE_CHANGED, "true"))
 
 
 def _point_launcher(run_id: str, study_name: str, parent_id: str) -> None:
     client = mlflow.MlflowClient()
-    tags = {STUDY_TAG: study_name, ROLE_TAG: "launcher", "cnnexp.study_run_id": parent_id}
-    for key, value in tags.items():
+    run_tags = {tags.STUDY: study_name, tags.ROLE: tags.ROLE_LAUNCHER, tags.STUDY_RUN_ID: parent_id}
+    for key, value in run_tags.items():
         retry_locked(lambda k=key, v=value: client.set_tag(run_id, k, v))

@@ -1,0 +1,63 @@
+"""Every name cnnexp writes into MLflow and Optuna and later reads back, defined once.
+
+Writers and readers import these constants: a tag renamed here is renamed everywhere, and a
+reader cannot look for a key that no writer sets.
+"""
+
+from __future__ import annotations
+
+PREFIX = "cnnexp."
+
+# ---------------------------------------------------------------- MLflow run tags
+FAILURE_REASON = "cnnexp.failure_reason"  # why a run ended FAILED or KILLED
+ROLE = "cnnexp.role"  # study | trial | best | launcher | reproduction
+KIND = "cnnexp.kind"  # exploration runs
+DATASET = "cnnexp.dataset"
+SEED = "cnnexp.seed"
+SPLIT_HASH = "cnnexp.split_hash"  # identifies the exact train/val/test split
+DATA_HASH = "cnnexp.data_hash"  # sha256 of every pixel and label
+GIT_COMMIT = "cnnexp.git_commit"
+VERSION = "cnnexp.version"
+REPRODUCED_FROM = "cnnexp.reproduced_from"
+
+# Studies: the parent run, its trials and the retrained best.
+STUDY = "cnnexp.study"
+STORAGE = "cnnexp.storage"  # the Optuna storage URL (password hidden)
+DIRECTION = "cnnexp.direction"  # maximize | minimize, as the study was created
+SAMPLER = "cnnexp.sampler"
+SPACE_CHANGED = "cnnexp.space_changed"
+STUDY_RUN_ID = "cnnexp.study_run_id"  # on a `mlflow run` launcher: the study's parent run
+TRIAL_NUMBER = "cnnexp.trial_number"
+TRIAL_STATE = "cnnexp.trial_state"
+TRIAL_VALUE = "cnnexp.trial_value"
+BEST_TRIAL = "cnnexp.best_trial"
+BEST_RUN_ID = "cnnexp.best_run_id"
+BEST_PARAM_PREFIX = "best."  # parent-run tags best.<dotted key> = value
+
+# Roles
+ROLE_STUDY, ROLE_TRIAL, ROLE_BEST = "study", "trial", "best"
+ROLE_LAUNCHER, ROLE_REPRODUCTION = "launcher", "reproduction"
+
+# ---------------------------------------------------------------- registered model version tags
+SOURCE_RUN = "cnnexp.source_run"
+TEST_HASH = "cnnexp.test_hash"
+DECISION = "cnnexp.decision"
+DECISION_REASON = "cnnexp.decision_reason"
+COMPARED_METRIC = "cnnexp.compared_metric"
+COMPARED_WITH = "cnnexp.compared_with"
+WON_ON = "cnnexp.won_on"
+FORCED = "cnnexp.forced"
+
+
+def metric_tag(name: str) -> str:
+    """A test metric recorded on a model version, e.g. ``cnnexp.test_accuracy``."""
+    return PREFIX + name
+
+
+# ---------------------------------------------------------------- Optuna study and trial attributes
+PARENT_RUN_ATTR = "mlflow_parent_run_id"  # study: the parent MLflow run
+SPACE_DIGEST_ATTR = "space_digest"  # study: the search space file it was started with
+BEST_RUN_ATTR = "best_run_id"  # study: the run that retrained the best trial
+BEST_RUN_TRIAL_ATTR = "best_run_trial"  # study: which trial that run retrained
+TRIAL_RUN_ATTR = "mlflow_run_id"  # trial: its MLflow run
+WORKER_ATTR = "cnnexp.worker"  # trial: host:pid:start-time of the process running it
