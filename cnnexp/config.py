@@ -103,11 +103,23 @@ class ExperimentConfig:
     run_name: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain values only (lists, not tuples): the logged ``config.yaml`` is portable YAML."""
+        return _plain(dataclasses.asdict(self))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def flat(self) -> dict[str, Any]:
         """Dotted keys (``model.blocks``) for MLflow params: one owner per name, no autolog clash."""
         return flatten(self.to_dict())
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -143,13 +155,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected {len(typing.get_args(tp))} values, got {value!r}")
         return tuple(_coerce(v, t, where) for v, t in zip(value, typing.get_args(tp), strict=True))
     if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on"):
-            return True
-        if isinstance(value, str) and value.strip().lower() in ("false", "0", "no", "off"):
-            return False
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        parsed = parse_bool(value)
+        if parsed is None:
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return parsed
     if tp in (int, float):
         if isinstance(value, bool):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
@@ -167,6 +176,18 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected text, got {value!r}")
         return value
     raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover - programming error
+
+
+def parse_bool(value: Any) -> bool | None:
+    """true/false, yes/no, on/off, 1/0 (any case) as a bool; None for anything else."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    return None
 
 
 def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
@@ -190,17 +211,34 @@ def set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """Safe YAML plus the one Python tag cnnexp 0.1.0 wrote into logged configs (image_size as a tuple)."""
+
+
+_ConfigLoader.add_constructor("tag:yaml.org,2002:python/tuple", lambda loader, node: loader.construct_sequence(node))
+
+
+def parse_yaml(text: str, where: str) -> dict[str, Any]:
+    """A config mapping from YAML text; ``where`` (a file, a run's artifact) names it in every error."""
+    try:
+        data = yaml.load(text, Loader=_ConfigLoader) or {}  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        reason = " ".join(str(e).split())
+        raise ConfigError(f"{where}: not valid YAML: {reason}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level")
+    return data
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping at the top level")
-    return data
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    return parse_yaml(text, str(p))
 
 
 def build_config(base: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
@@ -215,11 +253,6 @@ def build_config(base: dict[str, Any] | None = None, overrides: dict[str, Any] |
 
 def _deepcopy(d: dict[str, Any]) -> dict[str, Any]:
     return {k: _deepcopy(v) if isinstance(v, dict) else v for k, v in d.items()}
-
-
-def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
-    """Parse a full config dict (as logged with a run) back into a validated config."""
-    return build_config(data)
 
 
 # ---------------------------------------------------------------------------- defaults

@@ -1,6 +1,7 @@
 import pytest
+import yaml
 
-from cnnexp.config import build_config, config_from_dict, load_yaml
+from cnnexp.config import ExperimentConfig, build_config, load_yaml, parse_yaml
 from cnnexp.errors import ConfigError
 
 
@@ -64,10 +65,74 @@ def test_bad_values_name_the_problem(overrides, fragment):
     assert fragment in str(err.value)
 
 
-def test_logged_config_round_trips():
-    cfg = build_config(overrides={"data.dataset": "mnist", "model.family": "residual"})
-    again = config_from_dict(cfg.to_dict())
-    assert again == cfg
+def _every_field_set() -> dict:
+    """A value other than the default for every config field, of every type the config has."""
+    return {
+        "data.dataset": "folder:/some/where",
+        "data.data_dir": "/data",
+        "data.val_fraction": 0.15,
+        "data.test_fraction": 0.25,
+        "data.train_subset": 500,
+        "data.image_size": "40x48",
+        "data.channels": 3,
+        "data.skip_bad_images": True,
+        "data.augment.rotation": 0.05,
+        "data.augment.shift": 0.1,
+        "data.augment.zoom": 0.1,
+        "data.augment.horizontal_flip": True,
+        "model.family": "residual",
+        "model.blocks": 2,
+        "model.filters": 16,
+        "model.kernel_size": 5,
+        "model.convs_per_block": 2,
+        "model.conv_type": "separable",
+        "model.batch_norm": False,
+        "model.dropout": 0.2,
+        "model.pooling": "avg",
+        "model.head_units": 0,
+        "model.head_dropout": 0.0,
+        "model.flip_tta": False,
+        "train.optimizer": "sgd",
+        "train.learning_rate": 0.01,
+        "train.weight_decay": 0.001,
+        "train.momentum": 0.8,
+        "train.batch_size": 32,
+        "train.epochs": 3,
+        "train.label_smoothing": 0.0,
+        "train.early_stopping_patience": 0,
+        "train.lr_schedule": "cosine",
+        "train.time_budget_minutes": 1.5,
+        "train.seed": 7,
+        "train.deterministic": False,
+        "train.precision": "float32",
+        "experiment_name": "exp",
+        "run_name": "name",
+    }
+
+
+def test_every_field_round_trips_through_the_logged_yaml():
+    overrides = _every_field_set()
+    assert set(overrides) == set(ExperimentConfig().flat()), "set every field, so none escapes the round trip"
+    cfg = build_config(overrides=overrides)
+    text = cfg.to_yaml()
+    assert "!!" not in text  # plain, portable YAML: nothing a safe loader refuses
+    assert yaml.safe_load(text) == cfg.to_dict()
+    again = build_config(parse_yaml(text, "config.yaml"))
+    assert again == cfg and again.data.image_size == (40, 48)
+
+
+def test_the_tuple_tag_of_0_1_0_is_read_and_no_other_python_tag():
+    legacy = "data:\n  dataset: folder:/x\n  image_size: !!python/tuple [32, 32]\n"
+    assert build_config(parse_yaml(legacy, "config.yaml")).data.image_size == (32, 32)
+    with pytest.raises(ConfigError, match="config.yaml: not valid YAML"):
+        parse_yaml("x: !!python/object/apply:os.system ['true']\n", "config.yaml")
+
+
+def test_non_utf8_config_file_names_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"train:\n  epochs: \xff\n")
+    with pytest.raises(ConfigError, match="c.yaml: not UTF-8"):
+        load_yaml(path)
 
 
 def test_yaml_file_with_unknown_section(tmp_path):

@@ -97,4 +97,4 @@ def test_served_model_carries_no_pickle(champion_store):
     flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
     # defined by code (MLflow's models-from-code loader), not by a pickled python_model object
     assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model"
-    assert flavor["model_code_path"].endswith("pyfunc_entry.py") and "python_model" not in flavor
+    assert flavor["model_code_path"].endswith("serving/entry.py") and "python_model" not in flavor

@@ -28,9 +28,9 @@ def test_pruners_by_name_and_unknown_names():
     assert isinstance(make_pruner("median", 4), optuna.pruners.MedianPruner)
     assert isinstance(make_pruner("hyperband", 4), optuna.pruners.HyperbandPruner)
     assert isinstance(make_pruner("none", 4), optuna.pruners.NopPruner)
-    with pytest.raises(ConfigError, match="--pruner 'asha' is not one of: median, hyperband, none"):
+    with pytest.raises(ConfigError, match="pruner 'asha' is not one of: median, hyperband, none"):
         make_pruner("asha", 4)
-    with pytest.raises(ConfigError, match="--sampler 'grid' is not one of"):
+    with pytest.raises(ConfigError, match="sampler 'grid' is not one of"):
         make_sampler("grid", None)
 
 

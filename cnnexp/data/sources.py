@@ -169,7 +169,7 @@ def _keras_download(name: str, data_dir: str | None, files: str, subdir: str) ->
         raise DataError(
             f"{name} is not on this machine and Keras could not download it ({type(e).__name__}: {e}). "
             f"Put {files} in one of: {looked} "
-            f"(or pass --data-dir / set CNNEXP_DATA_DIR). {hint}"
+            f"(or set data.data_dir / CNNEXP_DATA_DIR). {hint}"
         ) from None
     return x_train, y_train, x_test, y_test
 

@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from functools import lru_cache
 
 import mlflow
 import numpy as np
-import yaml
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
-from cnnexp.config import DataConfig, config_from_dict
-from cnnexp.data.sources import Dataset, load_dataset
-from cnnexp.data.split import split_dataset
-from cnnexp.errors import ConfigError, PromotionError
+from cnnexp.errors import PromotionError
 from cnnexp.tracking import tags
+from cnnexp.tracking.record import load_record, rebuild_split
 
 MODEL_ARTIFACT = "model"
 
@@ -73,40 +69,11 @@ def find_study_run(study: str) -> tuple[Run, str]:
     raise PromotionError(f"no run tagged {tags.STUDY}={study!r} in the tracking store {mlflow.get_tracking_uri()}")
 
 
-@lru_cache(maxsize=2)
-def _load(dataset: str, data_dir: str | None, image_size, channels, skip_bad_images: bool) -> Dataset:
-    # Champion and challenger usually share a dataset: load it once per process.
-    return load_dataset(
-        DataConfig(
-            dataset=dataset,
-            data_dir=data_dir,
-            image_size=image_size,
-            channels=channels,
-            skip_bad_images=skip_bad_images,
-        )
-    )
-
-
 def held_out_set(run: Run) -> HeldOut:
-    """Rebuild the run's test set from its logged config; refuse if the data no longer matches."""
-    run_id = run.info.run_id
-    try:
-        raw = mlflow.artifacts.load_text(f"runs:/{run_id}/config.yaml")
-    except MlflowException:
-        raise PromotionError(f"run {run_id} has no config.yaml: not a cnnexp training run") from None
-    try:
-        cfg = config_from_dict(yaml.safe_load(raw))
-    except ConfigError as e:
-        raise PromotionError(f"run {run_id}: its logged config.yaml is not valid for this cnnexp ({e})") from None
-    d = cfg.data
-    tuple_size = tuple(d.image_size) if d.image_size else None
-    split = split_dataset(_load(d.dataset, d.data_dir, tuple_size, d.channels, d.skip_bad_images), d, cfg.train.seed)
-    recorded = run.data.tags.get(tags.SPLIT_HASH)
-    if recorded != split.split_hash:
-        raise PromotionError(
-            f"run {run_id}: rebuilding its split from config.yaml gives split hash {split.split_hash}, "
-            f"but the run recorded {recorded}: the dataset files changed since training"
-        )
+    """The run's test set, rebuilt from its record (refused if the data or split no longer match)."""
+    record = load_record(run)
+    split = rebuild_split(record)
     h = hashlib.sha256(np.ascontiguousarray(split.x_test).tobytes())
     h.update(np.ascontiguousarray(split.y_test).astype(np.int64).tobytes())
-    return HeldOut(split.x_test, split.y_test, split.class_names, d.dataset, split.split_hash, h.hexdigest()[:16])
+    dataset = record.config.data.dataset
+    return HeldOut(split.x_test, split.y_test, split.class_names, dataset, split.split_hash, h.hexdigest()[:16])

@@ -113,7 +113,7 @@ def _judge(metric: str, force: bool, mine: dict[str, float], theirs: dict[str, f
     if _better(metric, new, old):
         return "promoted", f"won on {metric}: {new:.4f} vs {old:.4f} of champion v{champ}"
     if force:
-        return "forced", f"forced (--force) although {metric} {new:.4f} is not better than {old:.4f} of v{champ}"
+        return "forced", f"forced although {metric} {new:.4f} is not better than {old:.4f} of v{champ}"
     return "refused", f"refused: {metric} {new:.4f} is not better than {old:.4f} of champion v{champ}"
 
 
@@ -132,7 +132,7 @@ def _decide(
             if theirs:
                 outcome, reason = _judge(metric, force, mine, theirs, champion.version)
             else:
-                outcome, reason = "forced", f"forced (--force): champion v{champion.version} used another test set"
+                outcome, reason = "forced", f"forced: champion v{champion.version} used another test set"
         current = _alias(client, name, CHAMPION)
         if (current and current.version) != (champion and champion.version):
             log.warning("champion of %s moved while scoring; comparing again", name)
@@ -151,7 +151,7 @@ def _champion_scores(client: mlflow.MlflowClient, champion: ModelVersion, held_o
         raise PromotionError(
             f"champion v{champion.version} was tested on another test set ({theirs_set.dataset}, "
             f"test hash {theirs_set.test_hash}) than the candidate ({held_out.dataset}, {held_out.test_hash}): "
-            "scores are not comparable; use another --model-name, or --force to replace it anyway"
+            "scores are not comparable; use another model name, or force to replace it anyway"
         )
     return _score(champion.name, champion.version, held_out)
 

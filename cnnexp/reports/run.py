@@ -21,7 +21,7 @@ from cnnexp.analysis.evaluate import evaluate
 from cnnexp.analysis.explore import class_counts
 from cnnexp.data.split import Split
 from cnnexp.reports.markdown import image, table, write_report
-from cnnexp.tracking.record import RunRecord, history, load_keras_model, load_record, load_split, run_id_of_model_uri
+from cnnexp.tracking.record import RunRecord, history, load_keras_model, load_record, rebuild_split, run_id_of_model_uri
 
 FIGURES = "figures"
 CURVES = "training_curves.png"
@@ -180,7 +180,7 @@ def report_run(run_id: str | None, out_dir: Path, log: bool = True, model_uri: s
         run_id = run_id_of_model_uri(model_uri)
     assert run_id, "a run id or a model URI is needed"
     record = load_record(run_id)
-    split = load_split(record)
+    split = rebuild_split(record)
     model = load_keras_model(run_id, model_uri)
     ev = evaluate(model, split.x_test, split.y_test, split.class_names)
     a = analyze(ev, split.class_names, history(run_id))

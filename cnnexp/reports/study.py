@@ -16,7 +16,6 @@ rebuilt from ``trials.csv`` so the report still has them.
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from cnnexp.analysis.files import save_figure
 from cnnexp.errors import RunError
 from cnnexp.reports.markdown import image, table, write_report
 from cnnexp.tracking import tags
+from cnnexp.tuning.storage import optuna_experimental
 
 log = logging.getLogger(__name__)
 
@@ -263,10 +263,7 @@ def report_study(name: str, out_dir: Path, log: bool = True) -> StudyReport:
     imp = importances(study)
     figures = out_dir / FIGURES
     figures.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter(
-            "ignore", optuna.exceptions.ExperimentalWarning
-        )  # the matplotlib backend is "experimental"
+    with optuna_experimental():  # the matplotlib backend is "experimental"
         _save_axes(optuna_plots.plot_optimization_history(study), figures / HISTORY_PNG)
         if imp:
             _save_axes(optuna_plots.plot_param_importances(study), figures / IMPORTANCE_PNG)

@@ -1,25 +1,31 @@
 """Everything a finished run recorded, read back: config, tags, metrics, history, model and data.
 
-Reports, analysis of old runs or registered model versions, and ``cnnexp reproduce`` all start
-from an MLflow run id and rebuild what they need from its record alone.
+Reports, promotion and ``cnnexp reproduce`` all start from an MLflow run id and rebuild what they
+need from its record alone: :func:`load_record` reads and validates its ``config.yaml``, and
+:func:`rebuild_split` is the one place that rebuilds its exact split and checks it is the same.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
+from functools import lru_cache
 
 import keras
 import mlflow
-import yaml
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
-from cnnexp.config import ExperimentConfig, config_from_dict
+from cnnexp.config import DataConfig, ExperimentConfig, build_config, parse_yaml
+from cnnexp.data.dataset import Dataset
 from cnnexp.data.sources import load_dataset
 from cnnexp.data.split import Split, split_dataset
 from cnnexp.errors import ConfigError, DataChanged, RunError
 from cnnexp.tracking import tags
 
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+CONFIG_ARTIFACT = "config.yaml"
 
 
 @dataclass
@@ -52,19 +58,20 @@ def get_run(run_id: str) -> mlflow.entities.Run:
         raise RunError(f"run {run_id!r} not found in tracking store {uri} ({e.message.splitlines()[0]})") from None
 
 
-def load_record(run_id: str) -> RunRecord:
-    """The run and its logged ``config.yaml``, parsed and validated as when it was trained."""
-    run = get_run(run_id)
+def load_record(run: str | Run) -> RunRecord:
+    """The run (by id, or as fetched) and its logged ``config.yaml``, validated as any config file is."""
+    run = get_run(run) if isinstance(run, str) else run
+    run_id = run.info.run_id
+    where = f"run {run_id}: {CONFIG_ARTIFACT}"
     try:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml")
+        text = mlflow.artifacts.load_text(f"runs:/{run_id}/{CONFIG_ARTIFACT}")
     except (MlflowException, OSError):
-        raise RunError(f"run {run_id} has no config.yaml artifact: it was not made by `cnnexp train`") from None
-    with open(path) as f:
-        data = yaml.safe_load(f)
+        raise RunError(f"run {run_id} has no {CONFIG_ARTIFACT} artifact: it was not made by `cnnexp train`") from None
     try:
-        config = config_from_dict(data)
+        config = build_config(parse_yaml(text, where))
     except ConfigError as e:
-        raise RunError(f"run {run_id}: its config.yaml is not valid for this cnnexp version: {e}") from None
+        message = str(e).removeprefix(where + ": ")
+        raise RunError(f"{where} is not a valid config for this cnnexp version: {message}") from None
     return RunRecord(run, config)
 
 
@@ -108,22 +115,35 @@ def history(run_id: str) -> dict[str, list[float]]:
     return out
 
 
-def check_data_hash(record: RunRecord, split: Split) -> None:
-    """Refuse to go on when the data content differs from what the run recorded."""
-    recorded = record.tags.get(tags.DATA_HASH)
-    if recorded and recorded != split.data_hash:
-        raise DataChanged(
-            f"the {record.config.data.dataset} data on this machine does not match run {record.run_id}: "
-            f"its content hash is {split.data_hash[:12]}..., the run recorded {recorded[:12]}... "
-            "Restore the original dataset files (or point --data-dir at them) to re-use this run."
-        )
+@lru_cache(maxsize=2)
+def _load_cached(data_json: str) -> Dataset:
+    # Promotion scores champion and challenger on one dataset: load it once per process.
+    return load_dataset(DataConfig(**json.loads(data_json)))
 
 
-def load_split(record: RunRecord) -> Split:
-    """The run's exact train/validation/test split, after checking the data is the same."""
+def _load(cfg: DataConfig) -> Dataset:
+    data = dataclasses.asdict(cfg)
+    del data["augment"]  # augmentation does not change the data
+    return _load_cached(json.dumps(data, sort_keys=True))
+
+
+def rebuild_split(record: RunRecord) -> Split:
+    """The run's exact train/validation/test split, refused unless its data and split hashes match the record."""
     cfg = record.config
-    split = split_dataset(load_dataset(cfg.data), cfg.data, cfg.train.seed)
-    check_data_hash(record, split)
+    split = split_dataset(_load(cfg.data), cfg.data, cfg.train.seed)
+    recorded_data, recorded_split = record.tags.get(tags.DATA_HASH), record.tags.get(tags.SPLIT_HASH)
+    if recorded_data and recorded_data != split.data_hash:
+        raise DataChanged(
+            f"the {cfg.data.dataset} data on this machine does not match run {record.run_id}: "
+            f"its content hash is {split.data_hash[:12]}..., the run recorded {recorded_data[:12]}... "
+            "Restore the original dataset files (or point data.data_dir at them) to re-use this run."
+        )
+    if recorded_split and recorded_split != split.split_hash:
+        # Same data, another split: the split algorithm changed. Comparing would mix test and training images.
+        raise RunError(
+            f"the split of run {record.run_id} ({recorded_split}) cannot be rebuilt: "
+            f"this version of cnnexp splits the same data into {split.split_hash}"
+        )
     return split
 
 

@@ -7,11 +7,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from cnnexp.config import build_config
-from cnnexp.data.sources import load_dataset
-from cnnexp.data.split import split_dataset
-from cnnexp.errors import RunError
 from cnnexp.tracking import tags
-from cnnexp.tracking.record import check_data_hash, get_run, load_record
+from cnnexp.tracking.record import get_run, load_record, rebuild_split
 from cnnexp.training.train import TrainResult, train
 
 # Metrics worth comparing: the run's own summary metrics (not the per-epoch curves' last values).
@@ -35,15 +32,7 @@ def reproduce(run_id: str, overrides: dict[str, str] | None = None) -> Reproduct
     if overrides:
         record.config = build_config(record.config.to_dict(), overrides)
     cfg = record.config
-    split = split_dataset(load_dataset(cfg.data), cfg.data, cfg.train.seed)
-    check_data_hash(record, split)
-    source_split = record.tags.get(tags.SPLIT_HASH)
-    if source_split and source_split != split.split_hash:
-        # Same data, different split: a changed split algorithm. Say so rather than compare apples and pears.
-        raise RunError(
-            f"the split of run {run_id} ({source_split}) cannot be rebuilt: "
-            f"this version of cnnexp gives {split.split_hash}"
-        )
+    rebuild_split(record)  # refuses changed data or an unrebuildable split before any run starts
     result = train(cfg, tags={tags.REPRODUCED_FROM: run_id, tags.ROLE: tags.ROLE_REPRODUCTION})
     old = get_run(run_id).data.metrics
     new = get_run(result.run_id).data.metrics

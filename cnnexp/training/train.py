@@ -32,6 +32,7 @@ from cnnexp.errors import TrainingDiverged
 from cnnexp.models.cnn import build_model
 from cnnexp.serving.pyfunc import log_image_model
 from cnnexp.tracking import tags
+from cnnexp.tracking.record import CONFIG_ARTIFACT
 from cnnexp.tracking.runs import git_commit, tracked_run, use_experiment
 from cnnexp.training.schedules import TimeBudget, learning_rate, make_optimizer
 
@@ -177,7 +178,7 @@ def train(
     # One fit per run: autolog refuses a second fit with changed params in the same run.
     mlflow.keras.autolog(log_models=False, log_datasets=False, silent=True)
     with tracked_run(cfg.run_name, parent_run_id=parent_run_id, tags=tags) as run:
-        mlflow.log_dict(cfg.to_dict(), "config.yaml")
+        mlflow.log_text(cfg.to_yaml(), CONFIG_ARTIFACT)
         mlflow.log_params(cfg.flat())
         split = split_dataset(load_dataset(cfg.data), cfg.data, cfg.train.seed)
         mlflow.set_tags(run_tags(cfg, split))

@@ -14,7 +14,7 @@ import mlflow  # noqa: E402
 import optuna  # noqa: E402
 from optuna.visualization import matplotlib as optuna_plots  # noqa: E402
 
-from cnnexp.tuning.parent_run import retry_locked  # noqa: E402
+from cnnexp.tracking.runs import retry_locked  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,6 @@ def log_report(parent_id: str, study: optuna.Study) -> list[str]:
     for path, plot in PLOTS.items():
         try:
             with warnings.catch_warnings():
-                # Optuna marks its matplotlib backend experimental; the warning is noise in every run.
                 # Optuna marks its matplotlib backend experimental, and sparse studies make matplotlib
                 # warn about flat axes: noise in every study's log.
                 warnings.simplefilter("ignore")

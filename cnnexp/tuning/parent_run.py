@@ -12,9 +12,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import mlflow
 import optuna
@@ -22,26 +21,13 @@ from mlflow.entities import Run
 from optuna.trial import FrozenTrial, TrialState
 
 from cnnexp.tracking import tags
+from cnnexp.tracking.runs import MAX_REASON, retry_locked
 from cnnexp.tuning.space import SearchSpace
 
 log = logging.getLogger(__name__)
 
 # How long a worker that lost the creation race waits for the creator to record the parent run.
 PARENT_WAIT_SECONDS = 60
-
-T = TypeVar("T")
-
-
-def retry_locked(fn: Callable[[], T], attempts: int = 6) -> T:
-    """Retry an MLflow call that hit SQLite's "database is locked" under concurrent workers."""
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except Exception as e:  # noqa: BLE001 - MLflow wraps the driver error in several types
-            if attempt == attempts - 1 or "locked" not in str(e).lower():
-                raise
-            time.sleep(0.5 * (attempt + 1))
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def trial_tags(study_name: str, number: int) -> dict[str, str]:
@@ -103,26 +89,6 @@ def _params(d: dict[str, Any]) -> list:
     return [Param(k, str(v)) for k, v in d.items()]
 
 
-@contextmanager
-def parent_running(run_id: str) -> Iterator[None]:
-    """Mark the parent RUNNING while this worker works and end it with an explicit status."""
-    client = mlflow.MlflowClient()
-    retry_locked(lambda: client.update_run(run_id, status="RUNNING"))
-    status = "FAILED"
-    try:
-        yield
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    except BaseException as e:
-        reason = f"{type(e).__name__}: {e}"[:4000]
-        retry_locked(lambda: client.set_tag(run_id, tags.FAILURE_REASON, reason))
-        raise
-    finally:
-        retry_locked(lambda: client.set_terminated(run_id, status))
-
-
 def find_trial_run(parent_id: str, number: int) -> Run | None:
     parent = mlflow.MlflowClient().get_run(parent_id)
     runs = retry_locked(
@@ -151,7 +117,7 @@ def mark_trial(study_name: str, parent_id: str, trial: FrozenTrial, reason: str 
         run_tags[tags.TRIAL_VALUE] = str(trial.value)
     reason = reason or trial.system_attrs.get("fail_reason")
     if trial.state == TrialState.FAIL and reason and tags.FAILURE_REASON not in run.data.tags:
-        run_tags[tags.FAILURE_REASON] = reason[:4000]
+        run_tags[tags.FAILURE_REASON] = reason[:MAX_REASON]
     for key, value in run_tags.items():
         retry_locked(lambda k=key, v=value: client.set_tag(run_id, k, v))
     if trial.state == TrialState.FAIL and run.info.status in ("RUNNING", "SCHEDULED"):
@@ -190,3 +156,42 @@ def log_best(parent_id: str, study: optuna.Study) -> FrozenTrial | None:
     payload = {"trial": best.number, "value": best.value, "params": best.params}
     retry_locked(lambda: client.log_text(parent_id, json.dumps(payload, indent=2), "best_params.json"))
     return best
+
+
+def retry_hook(reason: str) -> Callable[[optuna.Study, FrozenTrial], None]:
+    """For trials that a dead worker left RUNNING: their runs end FAILED with ``reason`` (``{worker}`` is filled in)."""
+
+    def hook(study: optuna.Study, trial: FrozenTrial) -> None:
+        parent = study.user_attrs.get(tags.PARENT_RUN_ATTR)
+        if parent:
+            worker = trial.user_attrs.get(tags.WORKER_ATTR, "?")
+            mark_trial(study.study_name, parent, trial, reason.format(worker=worker) + "; the trial is retried")
+
+    return hook
+
+
+def already_retrained(study: optuna.Study, best: FrozenTrial) -> bool:
+    """A resumed study whose best trial did not change keeps its retrained model (no second copy)."""
+    attrs = study.user_attrs
+    if attrs.get(tags.BEST_RUN_TRIAL_ATTR) != best.number or not attrs.get(tags.BEST_RUN_ATTR):
+        return False
+    try:
+        return mlflow.MlflowClient().get_run(attrs[tags.BEST_RUN_ATTR]).info.status == "FINISHED"
+    except mlflow.exceptions.MlflowException:
+        return False  # the run was deleted: retrain
+
+
+def check_same_space(study: optuna.Study, space: SearchSpace, parent_id: str) -> None:
+    known = study.user_attrs.get(tags.SPACE_DIGEST_ATTR)
+    if known is None:
+        study.set_user_attr(tags.SPACE_DIGEST_ATTR, space.digest)
+    elif known != space.digest:
+        log.warning("study %s was started with a different search space file; trials will mix both", study.study_name)
+        retry_locked(lambda: mlflow.MlflowClient().set_tag(parent_id, tags.SPACE_CHANGED, "true"))
+
+
+def point_launcher(run_id: str, study_name: str, parent_id: str) -> None:
+    client = mlflow.MlflowClient()
+    run_tags = {tags.STUDY: study_name, tags.ROLE: tags.ROLE_LAUNCHER, tags.STUDY_RUN_ID: parent_id}
+    for key, value in run_tags.items():
+        retry_locked(lambda k=key, v=value: client.set_tag(run_id, k, v))

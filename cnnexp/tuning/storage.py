@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import optuna
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -23,6 +23,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, Prog
 
 from cnnexp.errors import ConfigError
 from cnnexp.tracking import tags
+from cnnexp.tracking.runs import retry
 
 log = logging.getLogger(__name__)
 
@@ -54,42 +55,44 @@ def make_storage(
     if url.startswith(JOURNAL_PREFIX):
         path = url[len(JOURNAL_PREFIX) :]
         if not path:
-            raise ConfigError("--storage journal:PATH needs a file path, e.g. journal:./study.log")
+            raise ConfigError("storage journal:PATH needs a file path, e.g. journal:./study.log")
         return JournalStorage(JournalFileBackend(path))
     try:
         make_url(url)
     except ArgumentError:
         raise ConfigError(
-            f"--storage {url!r} is not a database URL (sqlite:///FILE, postgresql://...) or journal:PATH"
+            f"storage {url!r} is not a database URL (sqlite:///FILE, postgresql://...) or journal:PATH"
         ) from None
-    with warnings.catch_warnings():
-        # Heartbeats and the retry callback are marked experimental by Optuna (for years); not news.
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry = RetryHeartbeatStaleTrialCallback(max_retry=HEARTBEAT_RETRIES)
+    with optuna_experimental():
+        retry_stale = RetryHeartbeatStaleTrialCallback(max_retry=HEARTBEAT_RETRIES)
 
     def stale(study: optuna.Study, trial: FrozenTrial) -> None:
         if on_stale_trial is not None:
             on_stale_trial(study, trial)
-        retry(study, trial)
+        retry_stale(study, trial)
+
+    def open_rdb() -> RDBStorage:
+        with optuna_experimental():
+            return RDBStorage(
+                url,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=2 * heartbeat_interval,
+                heartbeat_stale_trial_callback=stale,
+            )
 
     # Workers starting together on a fresh database race to create its tables: SQLite reports
     # "locked", PostgreSQL a duplicate type or table. The loser retries and finds them created.
     races = ("locked", "duplicate key", "already exists")
-    for attempt in range(5):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return RDBStorage(
-                    url,
-                    heartbeat_interval=heartbeat_interval,
-                    grace_period=2 * heartbeat_interval,
-                    heartbeat_stale_trial_callback=stale,
-                )
-        except (OperationalError, IntegrityError, ProgrammingError) as e:
-            if attempt == 4 or not any(race in str(e) for race in races):
-                raise
-            time.sleep(0.5 * (attempt + 1))
-    raise AssertionError("unreachable")  # pragma: no cover
+    return retry(open_rdb, when=races, errors=(OperationalError, IntegrityError, ProgrammingError), attempts=5)
+
+
+@contextmanager
+def optuna_experimental() -> Iterator[None]:
+    """Optuna marks heartbeats, the retry callback, its QMC sampler, TPE's group mode and its matplotlib
+    plots experimental (for years): that warning is not news to a cnnexp user."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
 
 
 def worker_id() -> str:
@@ -125,7 +128,7 @@ def fail_dead_local_trials(study: optuna.Study, storage: optuna.storages.BaseSto
     """
     if isinstance(storage, RDBStorage):
         return  # heartbeats cover RDB storages, across machines too
-    retry = None
+    retry_stale = None
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get(tags.WORKER_ATTR)
         if not worker or _alive(worker):
@@ -139,18 +142,16 @@ def fail_dead_local_trials(study: optuna.Study, storage: optuna.storages.BaseSto
         log.warning("trial %d: its worker %s is gone; marked FAIL and retried", trial.number, worker)
         failed = storage.get_trial(trial._trial_id)
         on_dead(study, failed)
-        if retry is None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                retry = RetryHeartbeatStaleTrialCallback(max_retry=HEARTBEAT_RETRIES)
-        retry(study, failed)
+        if retry_stale is None:
+            with optuna_experimental():
+                retry_stale = RetryHeartbeatStaleTrialCallback(max_retry=HEARTBEAT_RETRIES)
+        retry_stale(study, failed)
 
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     if name == "tpe":
         # multivariate + group: conditional parameters are modelled jointly, not one by one.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with optuna_experimental():
             return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=5)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -158,10 +159,9 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
         # CMA-ES handles the numeric parameters; categorical ones fall back to random sampling.
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "qmc":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with optuna_experimental():
             return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
-    raise ConfigError(f"--sampler {name!r} is not one of: {', '.join(SAMPLERS)}")
+    raise ConfigError(f"sampler {name!r} is not one of: {', '.join(SAMPLERS)}")
 
 
 def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
@@ -172,7 +172,7 @@ def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
     if name == "none":
         return optuna.pruners.NopPruner()
-    raise ConfigError(f"--pruner {name!r} is not one of: {', '.join(PRUNERS)}")
+    raise ConfigError(f"pruner {name!r} is not one of: {', '.join(PRUNERS)}")
 
 
 def create_or_load(

@@ -22,11 +22,11 @@ from optuna_integration import KerasPruningCallback
 
 from cnnexp.errors import ConfigError
 from cnnexp.tracking import tags
+from cnnexp.tracking.runs import marked_running, retry_locked
 from cnnexp.training.train import TrainResult, train
-from cnnexp.tuning import parent_run as study_tracking
-from cnnexp.tuning import storage as study_setup
+from cnnexp.tuning import parent_run
+from cnnexp.tuning import storage as storages
 from cnnexp.tuning.artifacts import log_report
-from cnnexp.tuning.parent_run import retry_locked
 from cnnexp.tuning.space import SearchSpace, load_space, sample
 
 log = logging.getLogger(__name__)
@@ -41,13 +41,13 @@ class TuneOptions:
     study_name: str
     n_trials: int
     timeout: float | None = None
-    storage: str = study_setup.DEFAULT_STORAGE
+    storage: str = storages.DEFAULT_STORAGE
     sampler: str = "tpe"
     pruner: str | optuna.pruners.BasePruner = "median"  # a pruner object: tests and library users
     seed: int | None = None
     retrain_best: bool = True
     experiment_name: str = "cnnexp"
-    heartbeat_interval: int = study_setup.HEARTBEAT_INTERVAL
+    heartbeat_interval: int = storages.HEARTBEAT_INTERVAL
 
 
 @dataclass
@@ -78,80 +78,103 @@ class _PruneBetweenEpochs(KerasPruningCallback):
 
 
 def tune(opts: TuneOptions) -> TuneResult:
-    space = load_space(opts.space)  # a malformed space fails here, before any study or run exists
-    if opts.n_trials < 0:
-        raise ConfigError(f"--n-trials {opts.n_trials} must be >= 0")
+    """Run (or join, or resume) the study: every step below leaves a record that the next one trusts."""
+    space = _checked_space(opts)  # a bad space or option fails here, before any study or run exists
     # Under `mlflow run`, its run id is in the environment and the next start_run would resume it:
     # take it out so trials get runs of their own, and point that launcher run at the study.
     launcher_run_id = os.environ.pop("MLFLOW_RUN_ID", None)
-    storage_url = study_setup.display_url(opts.storage)
-
-    def on_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-        parent = study.user_attrs.get(tags.PARENT_RUN_ATTR)
-        if parent:
-            reason = "worker stopped sending heartbeats (killed?); the trial is retried"
-            study_tracking.mark_trial(study.study_name, parent, trial, reason)
-
-    def on_dead_worker(study: optuna.Study, trial: FrozenTrial) -> None:
-        parent = study.user_attrs.get(tags.PARENT_RUN_ATTR)
-        if parent:
-            reason = f"worker {trial.user_attrs.get(tags.WORKER_ATTR)} died (killed?); the trial is retried"
-            study_tracking.mark_trial(study.study_name, parent, trial, reason)
-
-    storage = study_setup.make_storage(
-        opts.storage, heartbeat_interval=opts.heartbeat_interval, on_stale_trial=on_stale_trial
+    study, storage, created = _open_study(opts, space)
+    parent_id = _open_parent_run(study, created, storage, space, opts, launcher_run_id)
+    storages.fail_dead_local_trials(study, storage, parent_run.retry_hook("worker {worker} died (killed?)"))
+    print(
+        f"study {opts.study_name!r} on {storages.display_url(opts.storage)}: {'created' if created else 'resumed'}, "
+        f"parent run {parent_id}; {opts.n_trials} trial(s) to run",
+        flush=True,
     )
+    with marked_running(parent_id):
+        _run_trials(study, space, opts, parent_id)
+        best = parent_run.log_best(parent_id, study)
+        log_report(parent_id, study)
+        retrained = _retrain_if_needed(space, study, best, parent_id, opts.retrain_best)
+    return TuneResult(study, parent_id, best, retrained)
+
+
+def _checked_space(opts: TuneOptions) -> SearchSpace:
+    space = load_space(opts.space)
+    if opts.n_trials < 0:
+        raise ConfigError(f"n_trials={opts.n_trials} must be >= 0")
+    return space
+
+
+def _open_study(opts: TuneOptions, space: SearchSpace) -> tuple[optuna.Study, optuna.storages.BaseStorage, bool]:
+    """The Optuna side: storage (with the stale-trial hook), sampler and pruner; created or joined."""
+    hook = parent_run.retry_hook("worker stopped sending heartbeats (killed?)")
+    storage = storages.make_storage(opts.storage, heartbeat_interval=opts.heartbeat_interval, on_stale_trial=hook)
     pruner = opts.pruner
     if isinstance(pruner, str):
-        pruner = study_setup.make_pruner(pruner, space.trial_epochs)
-    study, created = study_setup.create_or_load(
-        opts.study_name, storage, space.direction, study_setup.make_sampler(opts.sampler, opts.seed), pruner
-    )
+        pruner = storages.make_pruner(pruner, space.trial_epochs)
+    sampler = storages.make_sampler(opts.sampler, opts.seed)
+    study, created = storages.create_or_load(opts.study_name, storage, space.direction, sampler, pruner)
     if not created and opts.seed is not None:
         # Joining or resuming workers must not replay the first worker's draws.
         n_before = len(study.get_trials(deepcopy=False))
         seed = int(np.random.SeedSequence([opts.seed, n_before, os.getpid()]).generate_state(1)[0])
-        study.sampler = study_setup.make_sampler(opts.sampler, seed)
-    parent_id = study_tracking.ensure_parent_run(study, created, storage, space, storage_url, opts.experiment_name)
-    parent = mlflow.MlflowClient().get_run(parent_id)
-    _check_same_space(study, space, parent_id)
-    retry_locked(lambda: mlflow.set_experiment(experiment_id=parent.info.experiment_id))
-    if launcher_run_id:
-        _point_launcher(launcher_run_id, opts.study_name, parent_id)
+        study.sampler = storages.make_sampler(opts.sampler, seed)
+    return study, storage, created
 
-    study_setup.fail_dead_local_trials(study, storage, on_dead_worker)
-    print(
-        f"study {opts.study_name!r} on {storage_url}: {'created' if created else 'resumed'}, "
-        f"parent run {parent_id}; {opts.n_trials} trial(s) to run",
-        flush=True,
+
+def _open_parent_run(
+    study: optuna.Study,
+    created: bool,
+    storage: optuna.storages.BaseStorage,
+    space: SearchSpace,
+    opts: TuneOptions,
+    launcher_run_id: str | None,
+) -> str:
+    """The MLflow side: the study's parent run, found or created; trials go to its experiment."""
+    url = storages.display_url(opts.storage)
+    parent_id = parent_run.ensure_parent_run(study, created, storage, space, url, opts.experiment_name)
+    parent_run.check_same_space(study, space, parent_id)
+    client = mlflow.MlflowClient()
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    retry_locked(lambda: mlflow.set_experiment(experiment_id=experiment_id))
+    retry_locked(lambda: client.set_tag(parent_id, tags.SAMPLER, opts.sampler))
+    if launcher_run_id:
+        parent_run.point_launcher(launcher_run_id, opts.study_name, parent_id)
+    return parent_id
+
+
+def _run_trials(study: optuna.Study, space: SearchSpace, opts: TuneOptions, parent_id: str) -> None:
+    if not opts.n_trials:
+        return
+    study.optimize(
+        _objective(space, opts.study_name, parent_id),
+        n_trials=opts.n_trials,
+        timeout=opts.timeout,
+        catch=(Exception,),  # a failing trial is recorded FAIL and the study goes on
+        callbacks=[_Progress(parent_id, opts.n_trials)],
     )
-    with study_tracking.parent_running(parent_id):
-        retry_locked(lambda: mlflow.MlflowClient().set_tag(parent_id, tags.SAMPLER, opts.sampler))
-        if opts.n_trials:
-            study.optimize(
-                _objective(space, opts.study_name, parent_id),
-                n_trials=opts.n_trials,
-                timeout=opts.timeout,
-                catch=(Exception,),  # a failing trial is recorded FAIL and the study goes on
-                callbacks=[_Progress(parent_id, opts.n_trials)],
-            )
-        best = study_tracking.log_best(parent_id, study)
-        log_report(parent_id, study)
-        retrained = None
-        if best is None:
-            print("no trial completed: nothing to retrain", flush=True)
-        elif opts.retrain_best and _already_retrained(study, best):
-            run_id = study.user_attrs[tags.BEST_RUN_ATTR]
-            print(f"trial {best.number} is still the best and was retrained in run {run_id}", flush=True)
-        elif opts.retrain_best:
-            retrained = retrain_best(space, study, best, parent_id)
-    return TuneResult(study, parent_id, best, retrained)
+
+
+def _retrain_if_needed(
+    space: SearchSpace, study: optuna.Study, best: FrozenTrial | None, parent_id: str, wanted: bool
+) -> TrainResult | None:
+    if best is None:
+        print("no trial completed: nothing to retrain", flush=True)
+        return None
+    if not wanted:
+        return None
+    if parent_run.already_retrained(study, best):
+        run_id = study.user_attrs[tags.BEST_RUN_ATTR]
+        print(f"trial {best.number} is still the best and was retrained in run {run_id}", flush=True)
+        return None
+    return retrain_best(space, study, best, parent_id)
 
 
 def _objective(space: SearchSpace, study_name: str, parent_id: str):
     def objective(trial: optuna.Trial) -> float:
         keras.backend.clear_session()  # no graph or layer-name build-up across trials
-        trial.set_user_attr(tags.WORKER_ATTR, study_setup.worker_id())
+        trial.set_user_attr(tags.WORKER_ATTR, storages.worker_id())
         sampled = sample(trial, space)
         cfg = space.config(sampled, extra={"run_name": f"{study_name}-trial-{trial.number}"})
         pruning = _PruneBetweenEpochs(trial, space.objective)
@@ -161,7 +184,7 @@ def _objective(space: SearchSpace, study_name: str, parent_id: str):
             extra_callbacks=[pruning],
             evaluate_test=False,
             log_model=False,
-            tags=study_tracking.trial_tags(study_name, trial.number),
+            tags=parent_run.trial_tags(study_name, trial.number),
         )
         trial.set_user_attr(tags.TRIAL_RUN_ATTR, result.run_id)
         if pruning.pruned is not None:
@@ -183,11 +206,11 @@ class _Progress:
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.done += 1
         try:
-            study_tracking.mark_trial(study.study_name, self.parent_id, trial)
-            best = study_tracking.log_best(self.parent_id, study)
+            parent_run.mark_trial(study.study_name, self.parent_id, trial)
+            best = parent_run.log_best(self.parent_id, study)
         except Exception as e:  # noqa: BLE001 - a tracking hiccup must not stop the study
             log.warning("could not update MLflow for trial %d: %s", trial.number, e)
-            best = study_tracking.best_trial(study)
+            best = parent_run.best_trial(study)
         states = [t.state for t in study.get_trials(deepcopy=False)]
         value = "-" if trial.value is None else f"{trial.value:.4f}"
         best_text = "none yet" if best is None else f"{best.value:.4f} (trial {best.number})"
@@ -223,30 +246,3 @@ def retrain_best(space: SearchSpace, study: optuna.Study, best: FrozenTrial, par
         flush=True,
     )
     return result
-
-
-def _already_retrained(study: optuna.Study, best: FrozenTrial) -> bool:
-    """A resumed study whose best trial did not change keeps its retrained model (no second copy)."""
-    attrs = study.user_attrs
-    if attrs.get(tags.BEST_RUN_TRIAL_ATTR) != best.number or not attrs.get(tags.BEST_RUN_ATTR):
-        return False
-    try:
-        return mlflow.MlflowClient().get_run(attrs[tags.BEST_RUN_ATTR]).info.status == "FINISHED"
-    except mlflow.exceptions.MlflowException:
-        return False  # the run was deleted: retrain
-
-
-def _check_same_space(study: optuna.Study, space: SearchSpace, parent_id: str) -> None:
-    known = study.user_attrs.get(tags.SPACE_DIGEST_ATTR)
-    if known is None:
-        study.set_user_attr(tags.SPACE_DIGEST_ATTR, space.digest)
-    elif known != space.digest:
-        log.warning("study %s was started with a different search space file; trials will mix both", study.study_name)
-        retry_locked(lambda: mlflow.MlflowClient().set_tag(parent_id, tags.SPACE_CHANGED, "true"))
-
-
-def _point_launcher(run_id: str, study_name: str, parent_id: str) -> None:
-    client = mlflow.MlflowClient()
-    run_tags = {tags.STUDY: study_name, tags.ROLE: tags.ROLE_LAUNCHER, tags.STUDY_RUN_ID: parent_id}
-    for key, value in run_tags.items():
-        retry_locked(lambda k=key, v=value: client.set_tag(run_id, k, v))
