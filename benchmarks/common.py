@@ -75,22 +75,47 @@ class Timer:
         self.seconds = time.perf_counter() - self.start
 
 
+# The CPU flags a figure depends on: vector width (the fp32 peak) and native bfloat16 (train.precision=auto).
+NOTABLE_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
 def machine() -> dict[str, Any]:
-    """What the numbers were measured on: CPU, cores, load, library versions, oneDNN switch."""
+    """What the numbers were measured on and with: CPU model and flags, cores, load, library versions,
+    oneDNN switch, and the git commit of the code (dirty: uncommitted changes on top of it)."""
+    from cnnexp.hardware import cpu_flags
+
     info: dict[str, Any] = {
         "cpu": _cpu_model(),
+        "cpu_flags": sorted(set(NOTABLE_FLAGS) & cpu_flags()),
         "cores": os.cpu_count(),
         "load_avg_1m": os.getloadavg()[0],
         "python": platform.python_version(),
         "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)"),
         "keras_backend": os.environ.get("KERAS_BACKEND", "tensorflow"),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **_git(),
     }
     for module in ("tensorflow", "keras", "mlflow", "optuna"):
         mod = sys.modules.get(module)
         if mod is not None:
             info[module] = getattr(mod, "__version__", "?")
     return info
+
+
+def _git() -> dict[str, Any]:
+    """The repository's commit and whether the working tree differed from it."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=False)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return {"commit": "unknown"}
+        return {"commit": head.stdout.strip(), "commit_dirty": bool(git("status", "--porcelain").stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "unknown"}
 
 
 def _cpu_model() -> str:
@@ -101,16 +126,6 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
-
-
-def cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def write_result(out: Path, name: str, payload: Mapping[str, Any]) -> Path:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import common
+from cnnexp.hardware import cpu_flags
 
 # name -> (jit_compile, precision, steps_per_execution, batch size, model overrides)
 IN_PROCESS: dict[str, tuple[bool, str, int, int, dict[str, Any]]] = {
@@ -76,7 +77,7 @@ def forward_flops(model) -> float:
 
 def peak_gflops() -> dict[str, float]:
     """fp32 peak: cores x GHz x FLOPs/cycle (2 FMA units x lanes x 2)."""
-    flags = common.cpu_flags()
+    flags = cpu_flags()
     lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
     ghz = 0.0
     try:
@@ -117,19 +118,20 @@ def in_process(x, y, cycles: int, chunk_steps: int, names: list[str]) -> dict[st
         steps = max(spe, chunk_steps * 128 // batch)  # the same images per turn for every batch size
         model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)  # trace, warm caches
         variants[name] = (model, data, steps, batch)
-    seconds = dict.fromkeys(variants, 0.0)
+    turns: dict[str, list[float]] = {name: [] for name in variants}  # seconds of every turn: the raw figures
     order = list(variants)
     for cycle in range(cycles):
         for name in order if cycle % 2 == 0 else order[::-1]:
             model, data, steps, _ = variants[name]
             start = time.perf_counter()
             model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
-            seconds[name] += time.perf_counter() - start
+            turns[name].append(time.perf_counter() - start)
     out = {}
     for name, (model, _, steps, batch) in variants.items():
-        ips = cycles * steps * batch / seconds[name]
+        ips = cycles * steps * batch / sum(turns[name])
         flops = forward_flops(model)
         out[name] = {"images_per_s": ips, "forward_mflops": flops / 1e6, "gflops_per_s": 3 * flops * ips / 1e9}
+        out[name]["turn_images_per_s"] = [steps * batch / s for s in turns[name]]
     return out
 
 
@@ -209,6 +211,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     inproc = in_process(x, y, args.cycles, args.chunk_steps, names)
     print(common.table(_rows(inproc, {}, peak["fp32_peak_gflops"]), COLUMNS))
     payload: dict[str, Any] = {"peak": peak, "in_process": _rows(inproc, {}, peak["fp32_peak_gflops"])}
+    payload["in_process_samples"] = {name: r["turn_images_per_s"] for name, r in inproc.items()}
     if not args.skip_processes:
         processes = {name: (env, flags, sys.executable) for name, (env, flags) in PROCESSES.items()}
         if args.backend_python:

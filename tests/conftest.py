@@ -103,6 +103,17 @@ def champion_store(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
+def champion_pyfunc(champion_store):
+    """The champion's pyfunc loaded in this process: what every served prediction must equal."""
+    import mlflow
+
+    with tracking_store(champion_store["root"], champion_store["uri"]):
+        dst = champion_store["root"] / "in_process"
+        local = mlflow.artifacts.download_artifacts(champion_store["model_uri"], dst_path=str(dst))
+    return mlflow.pyfunc.load_model(local)
+
+
+@pytest.fixture(scope="session")
 def postgres_server():
     """A throwaway PostgreSQL cluster on a loopback port, once per session; its base URL (no database).
 

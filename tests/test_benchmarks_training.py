@@ -61,7 +61,22 @@ def test_compute_smoke(tmp_path, monkeypatch):
     data = json.loads((tmp_path / "compute.json").read_text())
     assert [r["variant"] for r in data["in_process"]] == [list(compute.IN_PROCESS)[0], "mixed_bfloat16"]
     assert [r["variant"] for r in data["processes"]] == list(compute.PROCESSES)[:1]
+    bf16 = data["in_process"][1]
+    assert bf16["vs default"] == bf16["images/s"] / data["in_process"][0]["images/s"]  # against the default row
     for rows in (data["in_process"], data["processes"]):
-        assert rows[0]["vs default"] == 1.0
         assert all(r["images/s"] > 0 and r["GFLOP/s"] > 0 for r in rows)
+    # Raw figures: one per in-process turn (1 cycle in smoke), one per fresh-process round.
+    assert [len(v) for v in data["in_process_samples"].values()] == [1, 1]
+    assert [len(v) for v in data["process_samples"].values()] == [1]
     assert data["peak"]["fp32_peak_gflops"] > 0
+    assert data["machine"]["commit"] and isinstance(data["machine"]["cpu_flags"], list)
+
+
+def test_compute_rows_are_ratios_to_the_first_variant():
+    results = {
+        "default": {"images_per_s": 100.0, "gflops_per_s": 10.0, "forward_mflops": 15.0},
+        "faster": {"images_per_s": 150.0, "gflops_per_s": 15.0, "forward_mflops": 15.0},
+    }
+    rows = compute._rows(results, {"faster": "140-160"}, peak=100.0)
+    assert [r["vs default"] for r in rows] == [1.0, 1.5]
+    assert [r["% of fp32 peak"] for r in rows] == [10.0, 15.0] and rows[1]["min-max"] == "140-160"

@@ -4,19 +4,31 @@ import socket
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-def _execute(name: str, tmp_path: Path, monkeypatch) -> nbformat.NotebookNode:
-    monkeypatch.setenv("CNNEXP_NOTEBOOK_SMALL", "1")
-    monkeypatch.setenv("CNNEXP_REPO", str(ROOT))
-    nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+def _run(nb: nbformat.NotebookNode, tmp_path: Path) -> nbformat.NotebookNode:
     # The kernel inherits this process's environment: the test's own tracking store, small settings.
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     return nb
+
+
+def _execute(name: str, tmp_path: Path, monkeypatch) -> nbformat.NotebookNode:
+    monkeypatch.setenv("CNNEXP_NOTEBOOK_SMALL", "1")
+    monkeypatch.setenv("CNNEXP_REPO", str(ROOT))
+    return _run(nbformat.read(ROOT / "notebooks" / name, as_version=4), tmp_path)
+
+
+def test_a_broken_import_fails_the_notebook_run(tmp_path):
+    # Nothing here skips on an import error: a notebook importing what the package lacks fails its test.
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("from cnnexp.tuning import no_such_module")])
+    with pytest.raises(CellExecutionError, match="ImportError"):
+        _run(nb, tmp_path)
 
 
 def _text(nb) -> str:

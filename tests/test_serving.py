@@ -35,7 +35,16 @@ def _invoke(url: str, payload) -> requests.Response:
     return requests.post(url + "/invocations", data=data, headers={"Content-Type": "application/json"}, timeout=60)
 
 
-def test_png_files_of_several_sizes_and_colour_modes(scoring_server, champion_store):
+def _assert_same_as_in_process(served: list[dict], champion_pyfunc, frame: pd.DataFrame) -> None:
+    """The server's answer is the in-process pyfunc's on the same rows: class, label, probabilities."""
+    local = champion_pyfunc.predict(frame)
+    assert [p["class_index"] for p in served] == local["class_index"].tolist()
+    assert [p["label"] for p in served] == local["label"].tolist()
+    for p, probs in zip(served, local["probabilities"], strict=True):
+        assert p["probabilities"] == pytest.approx(list(probs), abs=1e-6)
+
+
+def test_png_files_of_several_sizes_and_colour_modes(scoring_server, champion_store, champion_pyfunc):
     digit = Image.fromarray(_digit(champion_store, 0))
     variants = [
         digit,  # 8x8 grayscale, the model's own size
@@ -51,11 +60,12 @@ def test_png_files_of_several_sizes_and_colour_modes(scoring_server, champion_st
     for p in predictions:
         assert p["label"] == str(p["class_index"]) and len(p["probabilities"]) == 10
         assert sum(p["probabilities"]) == pytest.approx(1.0, abs=1e-4)
-    # The 8x8 file classifies exactly as the Keras model did in training.
+    # The 8x8 file classifies exactly as the Keras model did in training; every file as in-process.
     assert predictions[0]["class_index"] == champion_store["expected"][0]
+    _assert_same_as_in_process(predictions, champion_pyfunc, pd.DataFrame(rows, columns=["image"]))
 
 
-def test_pixel_arrays_and_mixed_rows(scoring_server, champion_store):
+def test_pixel_arrays_and_mixed_rows(scoring_server, champion_store, champion_pyfunc):
     digits = [_digit(champion_store, i) for i in range(4)]
     records = [
         {"pixels": digits[0].tolist()},  # 8x8 grayscale
@@ -67,10 +77,12 @@ def test_pixel_arrays_and_mixed_rows(scoring_server, champion_store):
     assert resp.status_code == 200, resp.text
     got = [p["class_index"] for p in resp.json()["predictions"]]
     assert got[:2] == list(champion_store["expected"][:2]) and got[3] == champion_store["expected"][3]
+    _assert_same_as_in_process(resp.json()["predictions"], champion_pyfunc, pd.DataFrame.from_records(records))
     # A larger RGBA array of the same digit is resized like an image file and still classified.
     big = np.asarray(Image.fromarray(digits[0]).resize((24, 24)).convert("RGBA")).tolist()
     resp = _invoke(scoring_server, {"dataframe_split": {"columns": ["pixels"], "data": [[big]]}})
     assert resp.status_code == 200 and len(resp.json()["predictions"]) == 1
+    _assert_same_as_in_process(resp.json()["predictions"], champion_pyfunc, pd.DataFrame({"pixels": [big]}))
 
 
 BAD_REQUESTS = {
@@ -117,7 +129,7 @@ def test_server_alive_after_bad_requests(scoring_server, champion_store):
     assert resp.status_code == 200 and resp.json()["predictions"][0]["class_index"] == champion_store["expected"][0]
 
 
-def test_mlflow_models_predict_on_a_file(champion_store, tmp_path):
+def test_mlflow_models_predict_on_a_file(champion_store, champion_pyfunc, tmp_path):
     image = tmp_path / "digit.png"
     Image.fromarray(_digit(champion_store, 1)).resize((32, 32)).save(image)
     request = tmp_path / "request.json"
@@ -132,7 +144,8 @@ def test_mlflow_models_predict_on_a_file(champion_store, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     predictions = pd.DataFrame(json.loads(out.read_text())["predictions"])
     assert list(predictions.columns) == ["label", "class_index", "probabilities"]
-    assert len(predictions) == 1 and 0 <= predictions["class_index"][0] <= 9
+    assert len(predictions) == 1
+    _assert_same_as_in_process(predictions.to_dict("records"), champion_pyfunc, pd.DataFrame({"image": [encoded]}))
 
 
 def test_generate_dockerfile_for_the_champion(champion_store, tmp_path):

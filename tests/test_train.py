@@ -96,9 +96,28 @@ def test_options_train(tracking, tiny_overrides):
             "train.precision": "mixed_bfloat16",
         }
     )
-    result = train(cfg)
+    rates = []  # the optimizer's learning rate after each epoch's last step
+
+    class RecordRate(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            rates.append(float(self.model.optimizer.learning_rate))
+
+    result = train(cfg, extra_callbacks=[RecordRate()])
     assert result.split.sizes()["train"] == 300
     assert 0.0 <= result.metrics["test_accuracy"] <= 1.0
+    # Each option took effect: residual Add layers, one per block; AdamW with the configured weight
+    # decay; a cosine decay from the configured rate to zero over all steps, read at every epoch end.
+    adds = [layer.name for layer in result.model.layers if isinstance(layer, keras.layers.Add)]
+    assert adds == [f"block{i}_add" for i in range(1, cfg.model.blocks + 1)]
+    optimizer = result.model.optimizer
+    assert isinstance(optimizer, keras.optimizers.AdamW)
+    assert optimizer.weight_decay == pytest.approx(cfg.train.weight_decay)
+    steps = -(-300 // cfg.train.batch_size)  # 5 steps an epoch
+    total = cfg.train.epochs * steps
+    expected = [cfg.train.learning_rate * 0.5 * (1 + np.cos(np.pi * e * steps / total)) for e in (1, 2)]
+    assert rates == pytest.approx(expected, rel=1e-4, abs=1e-9) and rates[0] == pytest.approx(
+        cfg.train.learning_rate / 2
+    )
     # bf16 convolutions, a float32 softmax, and Keras' global policy left as it was.
     assert result.model.get_layer("block1_conv1").compute_dtype == "bfloat16"
     assert result.model.get_layer("probabilities").compute_dtype == "float32"
