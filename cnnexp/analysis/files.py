@@ -1,7 +1,7 @@
 """An analysis written as files: figures, tables and the written summary, in one folder.
 
 Training logs this folder with every run (artifact path ``analysis/``); reports and
-``cnnexp analyze`` write the same files for runs and registered model versions after the fact.
+``cnnexp report`` write the same files for runs and registered model versions after the fact.
 """
 
 from __future__ import annotations

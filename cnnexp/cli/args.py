@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cnnexp.config import ExperimentConfig
+from cnnexp.config import parse_bool as parse_value
 
 # Flag -> dotted config key. Every flag is also reachable as --set KEY=VALUE.
 TRAIN_FLAGS = {
@@ -62,12 +63,11 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def parse_bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("true", "1", "yes", "on", ""):
-        return True
-    if value in ("false", "0", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    """A flag's value; empty (``--force`` alone, or MLproject's "") means true."""
+    value = True if text.strip() == "" else parse_value(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value
 
 
 def optional(tp):
