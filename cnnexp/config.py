@@ -92,6 +92,9 @@ class TrainConfig:
     # docs/performance.md, for the same accuracy, but is emulated (far slower) on CPUs without
     # native bf16: auto picks it only where the CPU has it (cnnexp/hardware.py).
     precision: str = "auto"
+    # MLflow's system metrics (system/cpu_utilization_percentage, memory, disk, network) sampled
+    # alongside the run by a background thread (psutil); off for runs that must not spend a thread on it.
+    system_metrics: bool = True
 
 
 @dataclass

@@ -33,6 +33,7 @@ from cnnexp.models.cnn import build_model
 from cnnexp.serving.pyfunc import log_image_model
 from cnnexp.tracking import tags
 from cnnexp.tracking.runs import git_commit, tracked_run, use_experiment
+from cnnexp.training.inputs import log_split_inputs
 from cnnexp.training.schedules import TimeBudget, learning_rate, make_optimizer
 
 log = logging.getLogger(__name__)
@@ -176,11 +177,15 @@ def train(
         use_experiment(cfg.experiment_name)
     # One fit per run: autolog refuses a second fit with changed params in the same run.
     mlflow.keras.autolog(log_models=False, log_datasets=False, silent=True)
-    with tracked_run(cfg.run_name, parent_run_id=parent_run_id, tags=tags) as run:
+    with tracked_run(
+        cfg.run_name, parent_run_id=parent_run_id, tags=tags, log_system_metrics=cfg.train.system_metrics
+    ) as run:
         mlflow.log_dict(cfg.to_dict(), "config.yaml")
         mlflow.log_params(cfg.flat())
         split = split_dataset(load_dataset(cfg.data), cfg.data, cfg.train.seed)
         mlflow.set_tags(run_tags(cfg, split))
+        # A trial never sees the test set: its run does not list it.
+        log_split_inputs(cfg.data.dataset, split, ("train", "val", "test") if evaluate_test else ("train", "val"))
         mlflow.log_params({f"split.{k}_size": v for k, v in split.sizes().items()})
         log.info("split sizes %s, hash %s", split.sizes(), split.split_hash)
 
