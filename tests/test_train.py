@@ -1,4 +1,6 @@
 import json
+import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import keras
@@ -93,6 +95,21 @@ def test_logged_model_loads_and_takes_images(tracking, tiny_config):
     # the declared output schema is what predict really returns; inferring it would warn (class_index is an int)
     with pytest.warns(UserWarning, match="integer column"):
         assert mlflow.models.infer_signature(None, out).outputs == OUTPUT_SCHEMA
+
+
+def test_keras_pin_meets_mlflow_autolog_minimum():
+    """mlflow.keras.autolog warns below its minimum Keras; the package never allows one."""
+    from mlflow.utils.autologging_utils.versioning import (
+        get_min_max_version_and_pip_release,
+        is_flavor_supported_for_associated_package_versions,
+    )
+    from packaging.version import Version
+
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    (pin,) = re.findall(r'"keras>=([0-9.]+)"', pyproject)
+    minimum, _, _ = get_min_max_version_and_pip_release("keras")
+    assert Version(pin) >= Version(minimum)
+    assert is_flavor_supported_for_associated_package_versions("keras", check_max_version=False)
 
 
 def test_same_seed_same_result(tracking, tiny_config):

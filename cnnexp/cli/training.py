@@ -16,8 +16,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"\nrun {result.run_id} finished ({cfg.data.dataset}, split {result.split.split_hash})")
     for name, value in sorted(result.metrics.items()):
         print(f"  {name:20s} {value:.4f}")
-    print("compare runs: mlflow ui   (then open http://127.0.0.1:5000)")
+    print(where_to_look(result.run_id))
     return 0
+
+
+def where_to_look(run_id: str) -> str:
+    """How to open the run in the MLflow UI, and its model."""
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    page = f"#/experiments/{mlflow.get_run(run_id).info.experiment_id}/runs/{run_id}"
+    if uri.startswith(("http://", "https://")):
+        ui = f"open {uri.rstrip('/')}/{page}"
+    else:
+        ui = f"mlflow ui --backend-store-uri {uri}   then open http://127.0.0.1:5000/{page}"
+    return (
+        f"\nthe run in the MLflow UI: {ui}\n"
+        f"its model: runs:/{run_id}/model   (register it: cnnexp promote --run {run_id} --model-name NAME)"
+    )
 
 
 def cmd_tune(args: argparse.Namespace) -> int:

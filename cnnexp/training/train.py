@@ -175,8 +175,10 @@ def train(
     set_seeds(cfg.train)
     if parent_run_id is None:
         use_experiment(cfg.experiment_name)
-    # One fit per run: autolog refuses a second fit with changed params in the same run.
-    mlflow.keras.autolog(log_models=False, log_datasets=False, silent=True)
+    # One fit per run: autolog refuses a second fit with changed params in the same run. Not silent:
+    # MLflow warns when the installed Keras is older than its autolog supports (pyproject pins keras
+    # at or above that minimum). Datasets are logged by log_split_inputs, without the pixels.
+    mlflow.keras.autolog(log_models=False, log_datasets=False)
     with tracked_run(
         cfg.run_name, parent_run_id=parent_run_id, tags=tags, log_system_metrics=cfg.train.system_metrics
     ) as run:
