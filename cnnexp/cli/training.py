@@ -1,4 +1,4 @@
-"""``cnnexp train`` and ``cnnexp tune``."""
+"""``cnnexp train``, ``cnnexp tune`` and ``cnnexp dashboard``."""
 
 from __future__ import annotations
 
@@ -63,6 +63,21 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from cnnexp.errors import ConfigError
+    from cnnexp.tuning.dashboard import open_study_storage, recorded_storage, serve_dashboard
+    from cnnexp.tuning.storage import display_url
+
+    if not (args.study or args.storage):
+        raise ConfigError("give --study NAME (its recorded storage is opened) or --storage URL")
+    url = args.storage or recorded_storage(args.study)
+    storage, study_id = open_study_storage(url, args.study)
+    page = f"http://{args.host}:{args.port}/dashboard" + (f"/studies/{study_id}" if study_id is not None else "")
+    print(f"optuna-dashboard on {display_url(url)}: open {page}   (Ctrl-C stops it)", flush=True)
+    serve_dashboard(storage, host=args.host, port=args.port)
+    return 0
+
+
 def _add_tune_args(p: argparse.ArgumentParser) -> None:
     from cnnexp.tuning.storage import DEFAULT_STORAGE, HEARTBEAT_INTERVAL, PRUNERS, SAMPLERS
 
@@ -105,3 +120,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tune", help="run (or resume) an Optuna study of tracked trainings")
     _add_tune_args(p)
     p.set_defaults(func=cmd_tune)
+    p = sub.add_parser("dashboard", help="optuna-dashboard on a study's storage: live trials, plots, importances")
+    p.add_argument("--study", help="study name: opens the storage its parent run recorded (tag cnnexp.storage)")
+    p.add_argument("--storage", help="Optuna storage URL or journal:PATH (default: the study's recorded one)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.set_defaults(func=cmd_dashboard, uses_tensorflow=False)
