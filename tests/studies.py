@@ -26,8 +26,9 @@ def tiny_study(storage_url: str, name: str, experiment: str = "tests", n_trials:
     space = load_space(ROOT / "search_spaces" / "digits.yaml")
     parent_id = ensure_parent_run(study, True, storage, space, display_url(storage_url), experiment)
     study.optimize(lambda t: 1 - t.suggest_float("train.learning_rate", 1e-4, 1e-2, log=True), n_trials=n_trials)
+    client = mlflow.MlflowClient()
     for trial in study.trials:
-        mark_trial(name, parent_id, trial)
+        client.set_terminated(mark_trial(name, parent_id, trial), "FINISHED")  # as train() ends a trial's run
     log_best(parent_id, study)
-    mlflow.MlflowClient().set_terminated(parent_id, "FINISHED")
+    client.set_terminated(parent_id, "FINISHED")
     return study, parent_id

@@ -24,8 +24,10 @@ def where_to_look(run_id: str) -> str:
     """How to open the run in the MLflow UI, and its model."""
     import mlflow
 
+    from cnnexp.tracking.ui import ui_page
+
     uri = mlflow.get_tracking_uri()
-    page = f"#/experiments/{mlflow.get_run(run_id).info.experiment_id}/runs/{run_id}"
+    page = ui_page(mlflow.get_run(run_id).info.experiment_id, run_id)
     if uri.startswith(("http://", "https://")):
         ui = f"open {uri.rstrip('/')}/{page}"
     else:
@@ -54,6 +56,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     )
     result = tune(opts)
     print(f"\nstudy {result.study.study_name}: parent run {result.parent_run_id}")
+    print(f"  live view: cnnexp dashboard --study {result.study.study_name}")
     if result.best is not None:
         print(f"  best trial {result.best.number}: value {result.best.value:.4f}")
         for key, value in sorted(result.best.params.items()):
