@@ -90,6 +90,9 @@ class TrainConfig:
     # auto | float32 | mixed_bfloat16. bf16 is emulated (far slower) on CPUs without native bf16:
     # auto picks it only where the CPU has it (cnnexp/hardware.py; speeds in docs/performance.md).
     precision: str = "auto"
+    # MLflow's system metrics (system/cpu_utilization_percentage, memory, disk, network) sampled
+    # alongside the run by a background thread (psutil); off for runs that must not spend a thread on it.
+    system_metrics: bool = True
 
 
 @dataclass

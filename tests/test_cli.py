@@ -1,4 +1,6 @@
+import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -105,3 +107,52 @@ def test_mlproject_defaults_match_config_defaults():
     params = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]["main"]["parameters"]
     assert params["epochs"]["default"] == str(TrainConfig.epochs)
     assert params["batch_size"]["default"] == str(TrainConfig.batch_size)
+
+
+def _console_env(tracking: str, **extra: str) -> dict[str, str]:
+    """A user's shell: none of the quieting conftest does for the test process itself."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_CPP_", "MLFLOW_", "CNNEXP_"))}
+    return {**env, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": tracking, **extra}
+
+
+def test_train_console_is_quiet(tracking, tiny_overrides, tmp_path):
+    """`cnnexp train` as a user runs it: Keras' epoch lines and our summary, none of TF's or MLflow's chatter."""
+    config = _tiny_yaml(tmp_path / "tiny.yaml", {**tiny_overrides, "train.epochs": 2})
+    env = _console_env(tracking, MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="0.5")
+    cmd = [sys.executable, "-m", "cnnexp", "train", "--config", str(config)]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:]
+    lines = out.splitlines()
+    assert not [line for line in lines if line.startswith(("I0000", "E0000", "W0000"))], out
+    assert "UserWarning" not in out and "Downloading artifacts" not in out and "absl" not in out, out
+    assert len([line for line in lines if re.match(r"\d+/\d+ - .*val_loss", line)]) == 2  # one per epoch
+    (run,) = mlflow.search_runs(experiment_names=["tests"], output_format="list")
+    assert f"run {run.info.run_id} finished" in out and "test_accuracy" in out
+    assert f"mlflow ui --backend-store-uri {tracking}" in out and f"runs:/{run.info.run_id}/model" in out
+    # what the console no longer shows still lands in the run
+    assert len(run.inputs.dataset_inputs) == 3 and "system/cpu_utilization_percentage" in run.data.metrics
+    assert len(mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_loss")) == 2
+
+
+def test_verbose_keeps_every_log(monkeypatch, request):
+    """Quiet by default (user settings win); -v or CNNEXP_VERBOSE=1 leaves TensorFlow and MLflow as they are."""
+    from cnnexp.cli import console
+
+    quiet_vars = ("TF_CPP_MIN_LOG_LEVEL", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "MLFLOW_LOGGING_LEVEL")
+    for name in (*quiet_vars, console.VERBOSE_ENV):
+        monkeypatch.delenv(name, raising=False)
+    mlflow_log = logging.getLogger("mlflow")
+    request.addfinalizer(lambda level=mlflow_log.level: mlflow_log.setLevel(level))
+    mlflow_log.setLevel(logging.INFO)
+
+    assert console.verbose_requested(True) and not console.verbose_requested(False)
+    console.configure(verbose=True)
+    assert not any(name in os.environ for name in quiet_vars) and mlflow_log.level == logging.INFO
+    monkeypatch.setenv(console.VERBOSE_ENV, "1")
+    assert console.verbose_requested(False)
+
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")  # the user's own choice
+    console.configure(verbose=False)
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1" and os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"
+    assert mlflow_log.level == logging.WARNING

@@ -58,7 +58,8 @@ def artifact(run_id: str, path: str) -> str:
     return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)
 
 
-def test_study_nests_trials_retrains_best_and_resumes(tracking, tmp_path, capsys):
+def test_study_nests_trials_retrains_best_and_resumes(tracking, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")  # sampled within a trial's seconds
     space = write_space(tmp_path)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     argv = ["tune", "--space", str(space), "--study-name", "nest", "--storage", storage, "--seed", "3"]
@@ -73,6 +74,8 @@ def test_study_nests_trials_retrains_best_and_resumes(tracking, tmp_path, capsys
     assert study.user_attrs["mlflow_parent_run_id"] == parent_id
     assert parent.info.status == "FINISHED"
     assert parent.data.tags[tags.STORAGE] == storage
+    experiment = mlflow.get_experiment(parent.info.experiment_id)
+    assert experiment.tags[tags.EXPERIMENT_KIND] == tags.KIND_MODEL_DEVELOPMENT  # the UI opens on the runs
 
     trials = {int(r.data.tags[tags.TRIAL_NUMBER]): r for r in runs["trial"]}
     assert sorted(trials) == [0, 1]
@@ -86,6 +89,9 @@ def test_study_nests_trials_retrains_best_and_resumes(tracking, tmp_path, capsys
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [0, 1]
         assert t.value == pytest.approx(run.data.metrics["best_val_accuracy"])
         assert not any(name.startswith("test_") for name in run.data.metrics)  # the objective never sees test
+        contexts = {d.tags[0].value: d.dataset.name for d in run.inputs.dataset_inputs}
+        assert contexts == {"training": "digits-training", "validation": "digits-validation"}  # and no test set
+        assert "system/cpu_utilization_percentage" in run.data.metrics
 
     # the parent's report: best value and params, trials table, Optuna's plots
     best = max(study.trials, key=lambda t: t.value)

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
-# TensorFlow's C++ start-up chatter hides our own output; users can still raise it.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from cnnexp.cli import analysis, deployment, training  # noqa: E402
+from cnnexp.cli import analysis, console, deployment, training
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cnnexp", description="Tracked CNN image-classification experiments.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help=f"debug logging and every TensorFlow/MLflow log line (or set {console.VERBOSE_ENV}=1)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for module in (training, deployment, analysis):
         module.register(sub)
@@ -24,12 +25,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    args.verbose = console.verbose_requested(args.verbose)
+    console.configure(args.verbose)
     from cnnexp.errors import CnnexpError
 
     try:
+        if getattr(args, "uses_tensorflow", True) and not args.verbose:
+            console.import_tensorflow_quietly()
         return args.func(args)
     except CnnexpError as e:
         # One line naming the problem; --verbose adds the traceback for a bug report.

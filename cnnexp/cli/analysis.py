@@ -86,7 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ascending", action="store_true", help="sort ascending (for losses)")
     p.add_argument("--filter", default="", help="MLflow search filter, e.g. \"params.model.family = 'residual'\"")
     p.add_argument("--limit", type=int, default=20, help="at most this many runs (default 20)")
-    p.set_defaults(func=cmd_runs)
+    p.set_defaults(func=cmd_runs, uses_tensorflow=False)
 
     p = sub.add_parser("reproduce", help="re-run a training run from its MLflow record and compare metrics")
     p.add_argument("run_id", help="the training run to re-run")

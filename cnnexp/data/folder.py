@@ -44,4 +44,5 @@ def load_folder(root: Path, size: tuple[int, int], channels: int | None = None, 
     if channels is None:
         channels = 1 if all(img.mode in ("L", "1", "I;16", "I") for img in images) else 3
     x = np.stack([to_array(img, size, channels) for img in images])
-    return Dataset(f"folder:{root}", x, np.asarray(labels, dtype=np.int64), tuple(d.name for d in class_dirs))
+    labels_arr, classes = np.asarray(labels, dtype=np.int64), tuple(d.name for d in class_dirs)
+    return Dataset(f"folder:{root}", x, labels_arr, classes, source=str(root.resolve()))

@@ -24,9 +24,21 @@ class Split:
     class_names: tuple[str, ...]
     split_hash: str
     data_hash: str
+    source: str = ""  # the dataset's files (Dataset.source)
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
+
+    def part(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Images and labels of one part: ``train``, ``val`` or ``test``."""
+        return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
+
+    def part_hash(self, name: str) -> str:
+        """Identifies one part's examples alone: the same test images hash the same whatever the train/val split."""
+        x, y = self.part(name)
+        h = hashlib.sha256(np.ascontiguousarray(x).tobytes())
+        h.update(np.ascontiguousarray(y).astype(np.int64).tobytes())
+        return h.hexdigest()[:16]
 
 
 def _stratified(indices: np.ndarray, labels: np.ndarray, size: float | int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,4 +88,5 @@ def split_dataset(ds: Dataset, cfg: DataConfig, seed: int) -> Split:
         class_names=ds.class_names,
         split_hash=h.hexdigest()[:16],
         data_hash=data_hash,
+        source=ds.source,
     )

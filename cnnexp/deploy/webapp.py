@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from mlflow.exceptions import MlflowException
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cnnexp.deploy.model_info import describe_model
 from cnnexp.errors import AppError
 from cnnexp.serving.requests import IMAGE_COLUMN
 
@@ -68,6 +69,7 @@ def create_app(model_uri: str, max_upload_bytes: int = DEFAULT_MAX_UPLOAD) -> Fa
     except (MlflowException, AttributeError):
         raise AppError(f"{model_uri!r} is not a cnnexp image classifier (logged by `cnnexp train`)") from None
     page = _page(max_upload_bytes)
+    served = describe_model(model_uri)  # what the page says it serves
     app = FastAPI(title="cnnexp image classifier", docs_url=None, redoc_url=None, openapi_url=None)
 
     # Starlette's class, not FastAPI's subclass: the router's own 404 and 405 get the same shape.
@@ -87,6 +89,10 @@ def create_app(model_uri: str, max_upload_bytes: int = DEFAULT_MAX_UPLOAD) -> Fa
     @app.get("/health")
     async def health() -> dict:
         return {"status": "ok", "model": model_uri, "classes": class_names}
+
+    @app.get("/api/model")
+    async def model_info() -> dict:
+        return served
 
     @app.post("/api/predict")
     async def predict(request: Request) -> dict:

@@ -19,7 +19,9 @@ import keras
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.models import ModelSignature, infer_signature
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, DataType, Schema
+from mlflow.types.schema import Array
 from PIL import Image
 
 # Registers cnnexp's own layers (flip test-time augmentation) that a saved model may hold, so
@@ -53,6 +55,17 @@ def predict_probabilities(model: keras.Model, pixels: np.ndarray) -> np.ndarray:
     """
     chunks = [model.predict_on_batch(pixels[i : i + PREDICT_CHUNK]) for i in range(0, len(pixels), PREDICT_CHUNK)]
     return np.concatenate([np.asarray(c) for c in chunks])
+
+
+# What predict returns, declared rather than inferred: inference warns about the integer
+# class_index column, which is an output and can never be missing.
+OUTPUT_SCHEMA = Schema(
+    [
+        ColSpec(DataType.string, "label"),
+        ColSpec(DataType.long, "class_index"),
+        ColSpec(Array(DataType.double), "probabilities"),
+    ]
+)
 
 
 class ImageClassifier(mlflow.pyfunc.PythonModel):
@@ -105,12 +118,9 @@ def log_image_model(model: keras.Model, class_names: tuple[str, ...], example_im
         # One row of each kind documents both ways of asking (see cnnexp/serving/requests.py).
         first, second = example_images[0], example_images[min(1, len(example_images) - 1)]
         example = pd.DataFrame({IMAGE_COLUMN: [encode_image(first), None], PIXELS_COLUMN: [None, second.tolist()]})
-        # An in-memory instance computes the example output; the logged model is built from code
-        # (serving/entry.py) and the saved .keras file, so no pickle travels with it.
-        probe = ImageClassifier()
-        probe.model, probe.class_names, probe.input_shape = model, list(class_names), tuple(meta["input_shape"])
-        outputs = infer_signature(None, probe.predict(None, example)).outputs
-        signature = ModelSignature(inputs=input_schema(), outputs=outputs)
+        # The logged model is built from code (serving/entry.py) and the saved .keras file, so no
+        # pickle travels with it.
+        signature = ModelSignature(inputs=input_schema(), outputs=OUTPUT_SCHEMA)
         mlflow.pyfunc.log_model(
             name="model",
             python_model=str(Path(__file__).with_name("entry.py")),

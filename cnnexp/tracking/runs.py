@@ -39,8 +39,17 @@ def git_commit() -> str:
 
 def use_experiment(name: str) -> None:
     """Select the experiment, unless `mlflow run` already chose the run (and with it the experiment)."""
-    if not os.environ.get("MLFLOW_RUN_ID"):
-        mlflow.set_experiment(name)
+    if os.environ.get("MLFLOW_RUN_ID"):
+        mark_model_development(mlflow.MlflowClient().get_run(os.environ["MLFLOW_RUN_ID"]).info.experiment_id)
+    else:
+        mark_model_development(mlflow.set_experiment(name).experiment_id)
+
+
+def mark_model_development(experiment_id: str) -> None:
+    """Tag the experiment as model training, so the MLflow UI opens it on its runs table."""
+    client = mlflow.MlflowClient()
+    if tags.EXPERIMENT_KIND not in client.get_experiment(experiment_id).tags:  # a user's own choice stays
+        client.set_experiment_tag(experiment_id, tags.EXPERIMENT_KIND, tags.KIND_MODEL_DEVELOPMENT)
 
 
 @contextmanager
@@ -73,13 +82,16 @@ def tracked_run(
     run_id: str | None = None,
     parent_run_id: str | None = None,
     tags: dict[str, str] | None = None,
+    log_system_metrics: bool | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """Start (or resume) an active run and always end it with an explicit status.
 
     MLflow's own context manager ends a Ctrl-C'd run as FAILED; users expect KILLED. The failure
     reason is tagged so the MLflow UI shows why a run failed without digging through logs.
     """
-    run = mlflow.start_run(run_id=run_id, run_name=run_name, parent_run_id=parent_run_id, tags=tags)
+    run = mlflow.start_run(
+        run_id=run_id, run_name=run_name, parent_run_id=parent_run_id, tags=tags, log_system_metrics=log_system_metrics
+    )
 
     def end(status: str) -> None:
         # end_run ends the *active* run; make sure that is ours even if a nested one leaked.

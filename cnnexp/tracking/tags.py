@@ -38,6 +38,11 @@ BEST_PARAM_PREFIX = "best."  # parent-run tags best.<dotted key> = value
 ROLE_STUDY, ROLE_TRIAL, ROLE_BEST = "study", "trial", "best"
 ROLE_LAUNCHER, ROLE_REPRODUCTION = "launcher", "reproduction"
 
+# MLflow's own experiment tag: which UI an experiment opens on. Without it MLflow 3's UI opens a
+# new experiment on its GenAI pages ("Traces"); cnnexp's runs are model training.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+KIND_MODEL_DEVELOPMENT = "custom_model_development"
+
 # ---------------------------------------------------------------- registered model version tags
 SOURCE_RUN = "cnnexp.source_run"
 TEST_HASH = "cnnexp.test_hash"

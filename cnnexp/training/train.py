@@ -34,6 +34,7 @@ from cnnexp.serving.pyfunc import log_image_model
 from cnnexp.tracking import tags
 from cnnexp.tracking.record import CONFIG_ARTIFACT
 from cnnexp.tracking.runs import git_commit, tracked_run, use_experiment
+from cnnexp.training.inputs import log_split_inputs
 from cnnexp.training.schedules import TimeBudget, learning_rate, make_optimizer
 
 log = logging.getLogger(__name__)
@@ -175,13 +176,19 @@ def train(
     set_seeds(cfg.train)
     if parent_run_id is None:
         use_experiment(cfg.experiment_name)
-    # One fit per run: autolog refuses a second fit with changed params in the same run.
-    mlflow.keras.autolog(log_models=False, log_datasets=False, silent=True)
-    with tracked_run(cfg.run_name, parent_run_id=parent_run_id, tags=tags) as run:
+    # One fit per run: autolog refuses a second fit with changed params in the same run. Not silent:
+    # MLflow warns when the installed Keras is older than its autolog supports (pyproject pins keras
+    # at or above that minimum). Datasets are logged by log_split_inputs, without the pixels.
+    mlflow.keras.autolog(log_models=False, log_datasets=False)
+    with tracked_run(
+        cfg.run_name, parent_run_id=parent_run_id, tags=tags, log_system_metrics=cfg.train.system_metrics
+    ) as run:
         mlflow.log_text(cfg.to_yaml(), CONFIG_ARTIFACT)
         mlflow.log_params(cfg.flat())
         split = split_dataset(load_dataset(cfg.data), cfg.data, cfg.train.seed)
         mlflow.set_tags(run_tags(cfg, split))
+        # A trial never sees the test set: its run does not list it.
+        log_split_inputs(cfg.data.dataset, split, ("train", "val", "test") if evaluate_test else ("train", "val"))
         mlflow.log_params({f"split.{k}_size": v for k, v in split.sizes().items()})
         log.info("split sizes %s, hash %s", split.sizes(), split.split_hash)
 

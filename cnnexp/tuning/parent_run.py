@@ -21,7 +21,7 @@ from mlflow.entities import Run
 from optuna.trial import FrozenTrial, TrialState
 
 from cnnexp.tracking import tags
-from cnnexp.tracking.runs import MAX_REASON, retry_locked
+from cnnexp.tracking.runs import MAX_REASON, mark_model_development, retry_locked
 from cnnexp.tuning.space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,9 @@ def trial_tags(study_name: str, number: int) -> dict[str, str]:
 
 def experiment_id(name: str) -> str:
     """The experiment for a new study: `mlflow run`'s (from the environment) or the named one."""
-    return os.environ.get("MLFLOW_EXPERIMENT_ID") or retry_locked(lambda: mlflow.set_experiment(name)).experiment_id
+    exp_id = os.environ.get("MLFLOW_EXPERIMENT_ID") or retry_locked(lambda: mlflow.set_experiment(name)).experiment_id
+    retry_locked(lambda: mark_model_development(exp_id))
+    return exp_id
 
 
 def ensure_parent_run(
