@@ -20,6 +20,11 @@ class Evaluation:
     confusion: np.ndarray  # raw counts, rows = true class
 
 
+def cross_entropy(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-image cross-entropy, independent of any label smoothing used in training."""
+    return -np.log(np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0))
+
+
 def evaluate(
     model: keras.Model,
     x: np.ndarray,
@@ -32,9 +37,7 @@ def evaluate(
     y_pred = probs.argmax(axis=1)
     labels = list(range(len(class_names)))
     if loss is None:
-        # Plain cross-entropy, independent of any label smoothing used in training.
-        eps = 1e-7
-        loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], eps, 1.0))))
+        loss = float(np.mean(cross_entropy(probs, y)))
     report = classification_report(
         y, y_pred, labels=labels, target_names=list(class_names), output_dict=True, zero_division=0
     )
