@@ -67,7 +67,7 @@ def test_mcnemar_is_exact_and_its_interval_agrees():
     assert ev.challenger_accuracy == pytest.approx(0.93) and ev.champion_accuracy == pytest.approx(0.912)
     # The same counts at a stricter alpha: not significant, and the wider interval then includes 0.
     strict = compare(Gate(alpha=0.005), mine, theirs)
-    assert not strict.better and strict.ci_low < 0 < strict.ci_high and "beyond noise" in strict.reason
+    assert not strict.better and strict.ci_low < 0 < strict.ci_high and "beyond noise" in strict.verdict
 
 
 @pytest.mark.parametrize("only_new, only_old", [(3, 1), (0, 0), (10, 14)])
@@ -77,16 +77,16 @@ def test_noise_or_worse_is_not_better(only_new, only_old):
     assert ev.p_value == (
         1.0 if only_new + only_old == 0 else pytest.approx(binomtest(only_new, only_new + only_old).pvalue)
     )
-    assert ("not better" in ev.reason) and f"{only_new} test images only the challenger" in ev.reason
+    assert ev.verdict.startswith("not better") and f"{only_new} test images only the challenger" in ev.facts
 
 
 def test_margin_and_significance_must_both_hold():
     mine, theirs = _pair(100_000, 90_000, 700, 500)  # +0.2 point, p about 1e-8 on a large test set
     assert compare(Gate(), mine, theirs).better
     small = compare(Gate(min_margin=0.005), mine, theirs)
-    assert not small.better and "minimum margin 0.005" in small.reason and small.p_value < 1e-6
+    assert not small.better and "minimum margin 0.005" in small.verdict and small.p_value < 1e-6
     big_but_noisy = compare(Gate(min_margin=0.01), *_pair(50, 40, 2, 0))  # +4 points on 2 images
-    assert not big_but_noisy.better and "beyond noise" in big_but_noisy.reason
+    assert not big_but_noisy.better and "beyond noise" in big_but_noisy.verdict
 
 
 @pytest.mark.parametrize("metric", ["test_macro_f1", "test_loss"])

@@ -66,7 +66,8 @@ class Evidence:
     alpha: float
     min_margin: float
     better: bool
-    reason: str
+    verdict: str  # better | not better | not better beyond noise (...) | significant but ... margin
+    facts: str  # the numbers above in one sentence
 
 
 @dataclass(frozen=True)
@@ -99,9 +100,9 @@ class Gate:
         elif evidence is None:
             why_not = f"champion v{champion} used another test set"
         elif evidence.better:
-            return "promoted", f"won on {self.metric} against champion v{champion}: {evidence.reason}"
+            return "promoted", f"won on {self.metric} against champion v{champion}: {evidence.facts}"
         else:
-            why_not = f"against champion v{champion}, {evidence.reason}"
+            why_not = f"against champion v{champion}, {evidence.verdict}: {evidence.facts}"
         if self.force:
             return "forced", f"forced (--force) although {why_not}"
         return "refused", f"refused: {why_not}"
@@ -192,7 +193,7 @@ def compare(gate: Gate, mine: Evaluation, theirs: Evaluation) -> Evidence:
     return Evidence(
         metric, method, a, b, difference, low, high, confidence, p, n,
         float(right_mine.mean()), float(right_theirs.mean()), only_mine, only_theirs,
-        alpha, min_margin, better, f"{verdict}: {facts}",
+        alpha, min_margin, better, verdict, facts,
     )  # fmt: skip
 
 

@@ -117,8 +117,9 @@ def _roll_back(
 ) -> None:
     """Put the registry back as the failed promotion found it (its new version, the challenger alias)."""
     try:
-        if created_model:
-            client.delete_registered_model(name)
+        versions = client.search_model_versions(f"name = '{name}'")
+        if created_model and all(str(v.version) == str(new_version) for v in versions):
+            client.delete_registered_model(name)  # only ours in it (a racing promotion may have added one)
             return
         if previous is not None:
             client.set_registered_model_alias(name, CHALLENGER, previous.version)

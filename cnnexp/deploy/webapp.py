@@ -82,7 +82,7 @@ def resolve(model_uri: str) -> tuple[str, str | None]:
         resolved = get_model_name_and_version(mlflow.MlflowClient(), model_uri)
         if len(resolved) == 2:  # a bare models:/<model id> has no version
             name, version = resolved
-            return f"models:/{name}/{version}", version
+            return f"models:/{name}/{version}", str(version)
     return model_uri, None
 
 
