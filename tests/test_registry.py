@@ -108,7 +108,7 @@ def test_first_better_worse(store, runs, capsys):
     assert last.info.status == "FINISHED" and last.data.tags[tags.DECISION] == "promoted"
     assert last.data.metrics["champion_test_accuracy"] == pytest.approx(better.champion_scores["test_accuracy"])
     assert last.data.metrics["p_value"] == pytest.approx(ev.p_value)
-    assert last.data.params["alpha"] == "0.05"
+    assert last.data.params["gate.alpha"] == "0.05" and last.data.params["gate.max_latency_ms"] == "none"
 
 
 def test_idempotent(store, runs):
@@ -222,6 +222,7 @@ def test_mlflow_run_promote_entry_point(store, runs, tmp_path):
     (run,) = mlflow.search_runs(experiment_names=["mlproject-promotions"], output_format="list")
     assert run.info.status == "FINISHED" and run.data.tags["mlflow.project.entryPoint"] == "promote"
     assert run.data.tags[tags.DECISION] == "first" and run.data.params["source_run"] == runs["mid"]
+    assert run.data.params["gate.alpha"] == "0.05" and run.data.params["max_latency_ms"] == "''"
     assert store.get_model_version_by_alias("mlp", CHAMPION).run_id == runs["mid"]
 
 

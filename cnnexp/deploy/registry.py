@@ -248,10 +248,11 @@ def _log_decision(decision: Decision, gate: Gate) -> None:
             "source_run": decision.run_id,
             "metric": decision.metric,
             "champion_version": decision.champion_version or "none",
-            "alpha": gate.alpha,
-            "min_margin": gate.min_margin,
-            "max_latency_ms": "none" if gate.max_latency_ms is None else gate.max_latency_ms,
-            "force": gate.force,
+            # Prefixed: under `mlflow run` the MLproject's own parameters (alpha, force...) are params of this run.
+            "gate.alpha": gate.alpha,
+            "gate.min_margin": gate.min_margin,
+            "gate.max_latency_ms": "none" if gate.max_latency_ms is None else gate.max_latency_ms,
+            "gate.force": gate.force,
         }
     )
     mlflow.log_metrics({f"challenger_{k}": v for k, v in decision.challenger_scores.items()})
