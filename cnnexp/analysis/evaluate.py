@@ -20,6 +20,11 @@ class Evaluation:
     confusion: np.ndarray  # raw counts, rows = true class
 
 
+def cross_entropy(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-image cross-entropy, independent of any label smoothing used in training."""
+    return -np.log(np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0))
+
+
 def evaluate(
     model: keras.Model,
     x: np.ndarray,
@@ -31,7 +36,7 @@ def evaluate(
     y_pred = probs.argmax(axis=1)
     labels = list(range(len(class_names)))
     # Plain cross-entropy, independent of any label smoothing used in training.
-    loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0))))
+    loss = float(np.mean(cross_entropy(probs, y)))
     report = classification_report(
         y, y_pred, labels=labels, target_names=list(class_names), output_dict=True, zero_division=0
     )
