@@ -106,6 +106,7 @@ def _every_field_set() -> dict:
         "train.seed": 7,
         "train.deterministic": False,
         "train.precision": "float32",
+        "train.system_metrics": False,
         "experiment_name": "exp",
         "run_name": "name",
     }

@@ -53,10 +53,6 @@ class Decision:
     latency_ms: float | None = None  # the challenger's median single-image predict time
     promotion_run: str | None = None  # the run in the promotions experiment that logged this decision
 
-    @property
-    def is_champion(self) -> bool:
-        return self.outcome in ("first", "promoted", "forced", "unchanged")
-
     def summary(self) -> str:
         lines = [f"{self.model_name} version {self.version} (run {self.run_id}): {self.outcome.upper()}"]
         lines.append(f"  {self.reason}")
