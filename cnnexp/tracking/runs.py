@@ -51,9 +51,9 @@ def tracked_run(
     try:
         yield run
         status = "FINISHED"
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM under the CLI (cnnexp.errors.Terminated)
         status = "KILLED"
-        _tag_failure(run.info.run_id, "interrupted (KeyboardInterrupt)")
+        _tag_failure(run.info.run_id, f"interrupted ({str(e) or 'KeyboardInterrupt'})")
         raise
     except BaseException as e:
         _tag_failure(run.info.run_id, f"{type(e).__name__}: {e}")
@@ -70,3 +70,17 @@ def _tag_failure(run_id: str, reason: str) -> None:
         mlflow.MlflowClient().set_tag(run_id, tags.FAILURE_REASON, reason[:4000])
     except Exception:  # noqa: BLE001 - never mask the original error with a tracking error
         pass
+
+
+def leave_launcher_run() -> str | None:
+    """Under `mlflow run`, its run id is in the environment and the next start_run would resume it:
+    take it out, so the command's runs go where they go without `mlflow run`; returns that id."""
+    return os.environ.pop("MLFLOW_RUN_ID", None)
+
+
+def point_launcher(run_id: str | None, run_tags: dict[str, str]) -> None:
+    """Tag the `mlflow run` launcher run (if any) as such, pointing at the runs that hold the record."""
+    if run_id:
+        client = mlflow.MlflowClient()
+        for key, value in {tags.ROLE: tags.ROLE_LAUNCHER, **run_tags}.items():
+            client.set_tag(run_id, key, value)
