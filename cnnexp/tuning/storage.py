@@ -85,8 +85,16 @@ def make_storage(
                     grace_period=2 * heartbeat_interval,
                     heartbeat_stale_trial_callback=stale,
                 )
+        except (ArgumentError, ImportError) as e:  # an unknown dialect (foo://) or a driver not installed
+            raise ConfigError(
+                f"--storage {display_url(url)!r} cannot be opened ({str(e).splitlines()[0]}); "
+                "use sqlite:///FILE, postgresql+psycopg://USER@HOST/DB or journal:PATH"
+            ) from None
         except (OperationalError, IntegrityError, ProgrammingError) as e:
             if attempt == 4 or not any(race in str(e) for race in races):
+                if isinstance(e, OperationalError):  # unreachable server, unwritable file: not a bug
+                    message = str(e.orig or e).splitlines()[0]
+                    raise ConfigError(f"--storage {display_url(url)!r} cannot be opened: {message}") from None
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")  # pragma: no cover

@@ -81,6 +81,8 @@ def tune(opts: TuneOptions) -> TuneResult:
     space = load_space(opts.space)  # a malformed space fails here, before any study or run exists
     if opts.n_trials < 0:
         raise ConfigError(f"--n-trials {opts.n_trials} must be >= 0")
+    if opts.timeout is not None and opts.timeout <= 0:
+        raise ConfigError(f"--timeout {opts.timeout:g} must be a positive number of seconds (or not given)")
     # Under `mlflow run`, its run id is in the environment and the next start_run would resume it:
     # take it out so trials get runs of their own, and point that launcher run at the study.
     launcher_run_id = os.environ.pop("MLFLOW_RUN_ID", None)
