@@ -13,7 +13,7 @@ import pytest
 
 from cnnexp.cli import main
 from cnnexp.config import build_config
-from cnnexp.deploy.registry import CHALLENGER, CHAMPION, promote
+from cnnexp.deploy.registry import CHALLENGER, CHAMPION, PROMOTIONS_EXPERIMENT, promote
 from cnnexp.errors import PromotionError
 from cnnexp.tracking import tags
 from cnnexp.training.train import train
@@ -167,7 +167,8 @@ def test_racing_promotions_leave_champion_on_one_valid_version(store, runs):
 
 @pytest.mark.slow  # a second Python with TensorFlow under `mlflow run` (about a minute on 2 busy cores)
 def test_mlflow_run_promote_entry_point(store, runs, tmp_path):
-    """`mlflow run . -e promote`: the decision is logged in the run `mlflow run` created."""
+    """`mlflow run . -e promote`: the decision is logged in cnnexp-promotions, as by `cnnexp promote`;
+    the run `mlflow run` created points at it."""
     root = Path(__file__).resolve().parents[1]
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID")}
@@ -179,7 +180,36 @@ def test_mlflow_run_promote_entry_point(store, runs, tmp_path):
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "mlp version 1" in proc.stdout and "FIRST" in proc.stdout
-    (run,) = mlflow.search_runs(experiment_names=["mlproject-promotions"], output_format="list")
-    assert run.info.status == "FINISHED" and run.data.tags["mlflow.project.entryPoint"] == "promote"
-    assert run.data.tags[tags.DECISION] == "first" and run.data.params["source_run"] == runs["mid"]
+    (launcher,) = mlflow.search_runs(experiment_names=["mlproject-promotions"], output_format="list")
+    assert launcher.info.status == "FINISHED" and launcher.data.tags["mlflow.project.entryPoint"] == "promote"
+    run = mlflow.get_run(launcher.data.tags[tags.PROMOTION_RUN_ID])
+    assert run.info.experiment_id == mlflow.get_experiment_by_name(PROMOTIONS_EXPERIMENT).experiment_id
+    assert launcher.data.tags[tags.ROLE] == tags.ROLE_LAUNCHER and tags.DECISION not in launcher.data.tags
+    assert run.info.status == "FINISHED" and run.data.tags[tags.DECISION] == "first"
+    assert run.data.params["source_run"] == runs["mid"]
     assert store.get_model_version_by_alias("mlp", CHAMPION).run_id == runs["mid"]
+
+
+def test_sigterm_during_promotion_ends_its_run_killed(store, runs, monkeypatch, capsys):
+    """SIGTERM while scoring (as `kill` or a scheduler sends it): the promotion run ends KILLED, exit 143."""
+    import signal
+
+    from cnnexp.deploy import registry
+
+    real_score = registry._score
+
+    def terminated_while_scoring(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # handled by the CLI: raises at the next Python instruction
+        return real_score(*args, **kwargs)
+
+    monkeypatch.setattr(registry, "_score", terminated_while_scoring)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["promote", "--run", runs["mid"], "--model-name", "term"]) == 143
+    assert capsys.readouterr().err.strip().endswith("\ncnnexp: terminated (SIGTERM)")
+    (run,) = mlflow.search_runs(
+        experiment_names=[PROMOTIONS_EXPERIMENT],
+        filter_string="attributes.run_name = 'promote-term'",
+        output_format="list",
+    )
+    assert run.info.status == "KILLED" and run.data.tags[tags.FAILURE_REASON] == "interrupted (SIGTERM)"
+    assert signal.getsignal(signal.SIGTERM) is before  # the CLI put the previous handler back

@@ -22,7 +22,7 @@ from cnnexp.analysis.evaluate import evaluate
 from cnnexp.deploy.candidates import HeldOut, find_study_run, get_training_run, held_out_set
 from cnnexp.errors import PromotionError
 from cnnexp.tracking import tags
-from cnnexp.tracking.runs import tracked_run, use_experiment
+from cnnexp.tracking.runs import leave_launcher_run, point_launcher, tracked_run, use_experiment
 
 log = logging.getLogger(__name__)
 
@@ -228,8 +228,10 @@ def promote(
         return Decision(model_name, champion.version, run.info.run_id, "unchanged", metric, reason)
 
     held_out = held_out_set(run)
+    launcher_run_id = leave_launcher_run()  # `mlflow run -e promote` records where `cnnexp promote` does
     use_experiment(experiment_name)
-    with tracked_run(f"promote-{model_name}"):
+    with tracked_run(f"promote-{model_name}") as promotion:
+        point_launcher(launcher_run_id, {tags.PROMOTION_RUN_ID: promotion.info.run_id})
         version = _register(client, model_name, run.info.run_id, model_uri).version
         client.set_registered_model_alias(model_name, CHALLENGER, version)
         mine = _score(model_name, version, held_out)
