@@ -165,7 +165,7 @@ def test_runs_table_compares_by_metric(store, capsys):
 
 def test_validation_and_test_loss_share_one_scale(store):
     """best_val_loss is plain cross-entropy like test_loss; the label-smoothed one is named so (TINY smooths 0.1)."""
-    _, result = store
+    root, result = store
     client = mlflow.MlflowClient()
     metrics = mlflow.get_run(result.run_id).data.metrics
     plain = [m.value for m in client.get_metric_history(result.run_id, "val_crossentropy")]
@@ -174,6 +174,10 @@ def test_validation_and_test_loss_share_one_scale(store):
     assert metrics["best_val_loss"] == pytest.approx(min(plain))
     assert metrics["best_val_loss_smoothed"] == pytest.approx(min(smoothed))
     assert metrics["best_val_loss_smoothed"] > metrics["best_val_loss"]  # smoothing adds its own floor
+    from cnnexp.reports.run import report_run
+
+    text = report_run(result.run_id, root / "r-scale", log=False).markdown.read_text()
+    assert "best_val_loss is plain cross-entropy, as test_loss" in text
 
 
 def test_runs_table_sorts_shows_and_refuses(store, capsys):

@@ -118,6 +118,9 @@ def _section_metrics(check: pd.DataFrame, logged: dict[str, float]) -> list[str]
     extra = {k: v for k, v in logged.items() if k.startswith("best_val")}
     if extra:
         lines += [", ".join(f"{k} {v:.4f}" for k, v in sorted(extra.items())), ""]
+    if "best_val_loss_smoothed" in extra:
+        note = "best_val_loss is plain cross-entropy, as test_loss; best_val_loss_smoothed includes label smoothing."
+        lines += [note, ""]
     return lines
 
 
