@@ -228,3 +228,18 @@ def test_folder_datasets_read_every_listed_suffix(tmp_path, suffix):
     assert ds.x_train.shape == (2, H, W, 1)
     if fmt != "JPEG":
         np.testing.assert_array_equal(ds.x_train[0, ..., 0], GRAY)
+
+
+def test_a_mode_pillow_cannot_convert_is_named_not_a_crash():
+    from mlflow.exceptions import MlflowException
+
+    from cnnexp.errors import DataError
+
+    odd = Image.new("La", (2, 2))  # premultiplied alpha: Pillow converts it to nothing we take
+    with pytest.raises(DataError, match="cannot convert a La image to 8-bit gray or RGB"):
+        to_array(odd, (2, 2), 1)
+    classifier = ImageClassifier()
+    classifier.input_shape = (2, 2, 1)
+    with pytest.raises(MlflowException, match="row 0: cannot convert a La image") as err:
+        classifier.to_pixels([odd])
+    assert err.value.error_code == "INVALID_PARAMETER_VALUE"  # the scoring server answers 400

@@ -79,17 +79,21 @@ def to_array(image: Image.Image, size: tuple[int, int], channels: int) -> np.nda
     """Convert a PIL image of any mode and size to uint8 (h, w, channels).
 
     Transparent pixels are composited onto white (a transparent background must not turn black);
-    colour goes to gray by Pillow's ITU-R 601-2 luma; CMYK, YCbCr and palettes convert with Pillow.
+    other modes (CMYK, YCbCr, LAB, HSV, palettes) convert to RGB with Pillow, and RGB goes to gray by
+    Pillow's ITU-R 601-2 luma.
     """
-    if image.mode in _SIXTEEN_BIT or image.mode in ("I", "F"):
-        image = _high_depth_to_l(image)
-    elif image.has_transparency_data:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
+    mode = image.mode
     try:
-        image = image.convert("L" if channels == 1 else "RGB")
+        if mode in _SIXTEEN_BIT or mode in ("I", "F"):
+            image = _high_depth_to_l(image)
+        elif image.has_transparency_data:
+            rgba = image.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, rgba)
+        # Every other mode goes through RGB (Pillow lacks some direct conversions, e.g. LAB to L).
+        rgb = image if image.mode in ("1", "L", "RGB") else image.convert("RGB")
+        image = rgb.convert("L" if channels == 1 else "RGB")
     except ValueError as e:
-        raise DataError(f"cannot convert a {image.mode} image to {'L' if channels == 1 else 'RGB'} ({e})") from None
+        raise DataError(f"cannot convert a {mode} image to 8-bit gray or RGB ({e})") from None
     arr = np.asarray(image.resize((size[1], size[0]), Image.Resampling.BILINEAR), dtype=np.uint8)
     return arr[..., None] if channels == 1 else arr
