@@ -25,7 +25,7 @@ from cnnexp.cli import main
 from cnnexp.config import build_config
 from cnnexp.deploy import evidence, registry
 from cnnexp.deploy.candidates import held_out_set
-from cnnexp.deploy.registry import CHALLENGER, CHAMPION, promote
+from cnnexp.deploy.registry import CHALLENGER, CHAMPION, PROMOTIONS_EXPERIMENT, promote
 from cnnexp.deploy.webapp import create_app
 from cnnexp.errors import PromotionError
 from cnnexp.serving.pyfunc import encode_image
@@ -207,7 +207,8 @@ def test_racing_promotions_leave_champion_on_one_valid_version(store, runs):
 
 @pytest.mark.slow  # a second Python with TensorFlow under `mlflow run` (about a minute on 2 busy cores)
 def test_mlflow_run_promote_entry_point(store, runs, tmp_path):
-    """`mlflow run . -e promote`: the decision is logged in the run `mlflow run` created."""
+    """`mlflow run . -e promote`: the decision is logged in cnnexp-promotions, as by `cnnexp promote`;
+    the run `mlflow run` created points at it."""
     root = Path(__file__).resolve().parents[1]
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID")}
@@ -219,11 +220,15 @@ def test_mlflow_run_promote_entry_point(store, runs, tmp_path):
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "mlp version 1" in proc.stdout and "FIRST" in proc.stdout
-    (run,) = mlflow.search_runs(experiment_names=["mlproject-promotions"], output_format="list")
-    assert run.info.status == "FINISHED" and run.data.tags["mlflow.project.entryPoint"] == "promote"
-    assert run.data.tags[tags.DECISION] == "first" and run.data.params["source_run"] == runs["mid"]
-    assert run.data.params["gate.alpha"] == "0.05" and run.data.params["max_latency_ms"] == "''"
+    (launcher,) = mlflow.search_runs(experiment_names=["mlproject-promotions"], output_format="list")
+    assert launcher.info.status == "FINISHED" and launcher.data.tags["mlflow.project.entryPoint"] == "promote"
+    run = mlflow.get_run(launcher.data.tags[tags.PROMOTION_RUN_ID])
+    assert run.info.experiment_id == mlflow.get_experiment_by_name(PROMOTIONS_EXPERIMENT).experiment_id
+    assert launcher.data.tags[tags.ROLE] == tags.ROLE_LAUNCHER and tags.DECISION not in launcher.data.tags
+    assert run.info.status == "FINISHED" and run.data.tags[tags.DECISION] == "first"
+    assert run.data.params["source_run"] == runs["mid"]
     assert store.get_model_version_by_alias("mlp", CHAMPION).run_id == runs["mid"]
+    assert run.data.params["gate.alpha"] == "0.05"
 
 
 def test_noise_is_not_promoted_and_the_record_says_why(store, runs):
@@ -367,3 +372,28 @@ def _wait(condition, timeout: float = 60.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.05)
+
+
+def test_sigterm_during_promotion_ends_its_run_killed(store, runs, monkeypatch, capsys):
+    """SIGTERM while scoring (as `kill` or a scheduler sends it): the promotion run ends KILLED, exit 143."""
+    import signal
+
+    from cnnexp.deploy import registry
+
+    real_score = registry._score
+
+    def terminated_while_scoring(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # handled by the CLI: raises at the next Python instruction
+        return real_score(*args, **kwargs)
+
+    monkeypatch.setattr(registry, "_score", terminated_while_scoring)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["promote", "--run", runs["mid"], "--model-name", "term"]) == 143
+    assert capsys.readouterr().err.strip().endswith("\ncnnexp: terminated (SIGTERM)")
+    (run,) = mlflow.search_runs(
+        experiment_names=[PROMOTIONS_EXPERIMENT],
+        filter_string="attributes.run_name = 'promote-term'",
+        output_format="list",
+    )
+    assert run.info.status == "KILLED" and run.data.tags[tags.FAILURE_REASON] == "interrupted (SIGTERM)"
+    assert signal.getsignal(signal.SIGTERM) is before  # the CLI put the previous handler back

@@ -253,3 +253,17 @@ def test_time_budget_follows_steps_when_they_run_out_first(tiny_overrides):
     assert budget.progress() == pytest.approx(0.5, abs=1e-3)
     with pytest.raises(ConfigError, match="time_budget_minutes"):
         build_config(overrides={**tiny_overrides, "train.time_budget_minutes": -1})
+
+
+def test_a_clashing_epochs_param_fails_the_run_before_training(tracking, tiny_config, monkeypatch):
+    """`mlflow run -P epochs=` logs epochs=''; autolog's own epochs would then be refused, and with it every
+    per-epoch metric. The run fails at once, saying so, instead of training without a history."""
+    mlflow.set_experiment("tests")
+    launcher = mlflow.MlflowClient().create_run(mlflow.get_experiment_by_name("tests").experiment_id)
+    mlflow.MlflowClient().log_param(launcher.info.run_id, "epochs", "")
+    monkeypatch.setenv("MLFLOW_RUN_ID", launcher.info.run_id)  # as `mlflow run` hands its run over
+    with pytest.raises(ConfigError, match="already has param epochs='' but trains with train.epochs=2"):
+        train(tiny_config)
+    run = mlflow.get_run(launcher.info.run_id)
+    assert run.info.status == "FAILED" and "ConfigError" in run.data.tags[tags.FAILURE_REASON]
+    assert "val_loss" not in run.data.metrics

@@ -159,3 +159,21 @@ def test_describe_model_by_version_by_run_and_unknown(champion_store):
     assert by_run["name"] == f"run {run_id}" and by_run["test_accuracy"] == trained  # the run's own measurement
     assert unknown == {"uri": "models:/no-such-model@champion", "name": None, "version": None, "alias": None,
                        "test_accuracy": None}  # fmt: skip
+
+
+def test_a_sideways_16_bit_png_classifies_as_its_upright_8_bit_self(app_url, champion_store):
+    """Over HTTP: EXIF orientation 6 and a 16-bit range change the file, not what the model sees."""
+    import numpy as np
+
+    digit = champion_store["x_test"][3][..., 0]
+    upright = io.BytesIO()
+    Image.fromarray(digit).save(upright, format="PNG")
+    sideways = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned left; viewers turn it right again
+    Image.fromarray(np.rot90(digit).astype(np.uint16) * 257).save(sideways, format="PNG", exif=exif)
+    answers = [
+        requests.post(app_url + "/api/predict", data=f.getvalue(), timeout=60).json() for f in (upright, sideways)
+    ]
+    assert answers[0]["class_index"] == champion_store["expected"][3]
+    assert answers[1] == answers[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cnnexp.cli.args import add_bool_option
+from cnnexp.cli.args import add_bool_option, bounded
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
@@ -28,12 +28,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 def cmd_app(args: argparse.Namespace) -> int:
     from cnnexp.deploy.webapp import serve
-    from cnnexp.errors import ConfigError
 
-    if args.max_upload_mb <= 0:
-        raise ConfigError(f"--max-upload-mb {args.max_upload_mb:g} must be positive")
-    if args.follow_interval <= 0:
-        raise ConfigError(f"--follow-interval {args.follow_interval:g} must be positive (seconds)")
     serve(
         args.model,
         host=args.host,
@@ -81,13 +76,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("app", help="web page and JSON endpoint that classify uploaded images")
     p.add_argument("--model", required=True, help='model URI, e.g. "models:/NAME@champion"')
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--max-upload-mb", type=float, default=5.0, help="largest accepted image file (default 5 MB)")
+    p.add_argument("--port", type=bounded(int, 1, 65535), default=8000, help="port, 1-65535 (default 8000)")
+    p.add_argument(
+        "--max-upload-mb", type=bounded(float, above=0), default=5.0, help="largest accepted image file (default 5 MB)"
+    )
     add_bool_option(
         p,
         "--follow-alias",
         default=False,
         help="re-read the models:/NAME@ALIAS alias and serve the version it moves to (see /health)",
     )
-    p.add_argument("--follow-interval", type=float, default=30.0, help="seconds between alias checks (default 30)")
+    p.add_argument(
+        "--follow-interval", type=bounded(float, above=0), default=30.0, help="seconds between alias checks (30)"
+    )
     p.set_defaults(func=cmd_app)

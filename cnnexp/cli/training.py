@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cnnexp.cli.args import add_bool_option, add_config_args, config_from_args, optional
+from cnnexp.cli.args import add_bool_option, add_config_args, bounded, config_from_args
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -88,8 +88,15 @@ def _add_tune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--study-name", help="Optuna study name (default: the space file's name); the same name resumes the study"
     )
-    p.add_argument("--n-trials", type=int, required=True, help="trials this process runs (0: only report/retrain)")
-    p.add_argument("--timeout", type=optional(float), help="stop starting new trials after this many seconds")
+    p.add_argument(
+        "--n-trials",
+        type=bounded(int, 0, empty_ok=False),
+        required=True,
+        help="trials this process runs (0: only report/retrain)",
+    )
+    p.add_argument(
+        "--timeout", type=bounded(float, above=0), help="stop starting new trials after this many seconds (> 0)"
+    )
     p.add_argument(
         "--storage",
         default=DEFAULT_STORAGE,
@@ -97,7 +104,7 @@ def _add_tune_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--sampler", default="tpe", choices=SAMPLERS)
     p.add_argument("--pruner", default="median", choices=PRUNERS)
-    p.add_argument("--seed", type=optional(int), help="sampler seed (reproducible studies)")
+    p.add_argument("--seed", type=bounded(int), help="sampler seed (reproducible studies)")
     # `--retrain-best`, `--retrain-best false` (MLproject) and `--no-retrain-best` all work.
     add_bool_option(
         p,
@@ -109,7 +116,7 @@ def _add_tune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment-name", default="cnnexp", help="MLflow experiment of a new study's runs")
     p.add_argument(
         "--heartbeat-interval",
-        type=int,
+        type=bounded(int, 1, empty_ok=False),
         default=HEARTBEAT_INTERVAL,
         help=f"RDB storages: seconds between a trial's heartbeats; a trial silent for twice this is failed "
         f"and retried (default {HEARTBEAT_INTERVAL})",

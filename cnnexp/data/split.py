@@ -41,11 +41,17 @@ class Split:
         return h.hexdigest()[:16]
 
 
-def _stratified(indices: np.ndarray, labels: np.ndarray, size: float | int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _stratified(
+    indices: np.ndarray, labels: np.ndarray, size: float | int, seed: int, names: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray]:
     try:
         return train_test_split(indices, test_size=size, stratify=labels, random_state=seed)
     except ValueError as e:
-        raise DataError(f"cannot split stratified ({e}); the dataset is too small for these fractions") from None
+        # scikit-learn names classes by index ("[2]"); a user knows them by name (a folder's name).
+        counts = np.bincount(labels, minlength=len(names))
+        few = [f"{names[i]!r} has {counts[i]}" for i in np.flatnonzero((counts > 0) & (counts < 2))]
+        reason = f"each class needs at least 2 images here: {', '.join(few)}" if few else str(e)
+        raise DataError(f"cannot split stratified ({reason}); the dataset is too small for these fractions") from None
 
 
 def split_dataset(ds: Dataset, cfg: DataConfig, seed: int) -> Split:
@@ -60,14 +66,14 @@ def split_dataset(ds: Dataset, cfg: DataConfig, seed: int) -> Split:
         test_idx = None
         pool = all_idx
     else:
-        pool, test_idx = _stratified(all_idx, ds.y_train, cfg.test_fraction, seed)
+        pool, test_idx = _stratified(all_idx, ds.y_train, cfg.test_fraction, seed, ds.class_names)
     # val_fraction is a fraction of the whole labelled pool the split starts from.
     val_size = cfg.val_fraction if ds.x_test is not None else cfg.val_fraction / (1 - cfg.test_fraction)
-    train_idx, val_idx = _stratified(pool, ds.y_train[pool], val_size, seed)
+    train_idx, val_idx = _stratified(pool, ds.y_train[pool], val_size, seed, ds.class_names)
     if cfg.train_subset is not None and cfg.train_subset < len(train_idx):
         keep = max(cfg.train_subset, ds.num_classes)
         if keep < len(train_idx):
-            train_idx, _ = _stratified(train_idx, ds.y_train[train_idx], len(train_idx) - keep, seed)
+            train_idx, _ = _stratified(train_idx, ds.y_train[train_idx], len(train_idx) - keep, seed, ds.class_names)
 
     if test_idx is None:
         x_test, y_test = ds.x_test, ds.y_test

@@ -26,7 +26,7 @@ from cnnexp.deploy.candidates import HeldOut, find_study_run, get_training_run, 
 from cnnexp.deploy.evidence import METRICS, Evidence, Gate, compare, log_regression_report, predict_latency_ms
 from cnnexp.errors import PromotionError
 from cnnexp.tracking import tags
-from cnnexp.tracking.runs import tracked_run, use_experiment
+from cnnexp.tracking.runs import leave_launcher_run, point_launcher, tracked_run, use_experiment
 
 log = logging.getLogger(__name__)
 
@@ -300,8 +300,10 @@ def promote(
         return Decision(model_name, champion.version, run.info.run_id, "unchanged", metric, reason)
 
     held_out = held_out_set(run)
+    launcher_run_id = leave_launcher_run()  # `mlflow run -e promote` records where `cnnexp promote` does
     use_experiment(experiment_name)
     with tracked_run(f"promote-{model_name}") as promotion:
+        point_launcher(launcher_run_id, {tags.PROMOTION_RUN_ID: promotion.info.run_id})
         if champion is not None:
             _comparable(client, champion, held_out, force)  # refuse before the registry changes at all
         with _challenger(client, model_name, run.info.run_id, model_uri) as version:

@@ -1,7 +1,7 @@
 """The logged, registered and served model: an MLflow pyfunc that takes image files.
 
 It wraps the trained Keras model with what serving needs and Keras does not carry: decoding
-base64 PNG/JPEG, converting any size and colour mode to the model's input, and class names.
+base64 image files (cnnexp/data/images.py), converting any size and colour mode to the model's input, and class names.
 Scaling to [0, 1] already lives inside the Keras model.
 """
 
@@ -28,7 +28,8 @@ from PIL import Image
 # the serving process can load it.
 import cnnexp.models  # noqa: F401
 from cnnexp.data.images import to_array
-from cnnexp.serving.requests import IMAGE_COLUMN, PIXELS_COLUMN, input_schema, request_images
+from cnnexp.errors import DataError
+from cnnexp.serving.requests import IMAGE_COLUMN, PIXELS_COLUMN, bad_input, input_schema, request_images
 
 
 def encode_image(image: np.ndarray | Image.Image, fmt: str = "PNG") -> str:
@@ -79,7 +80,13 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
 
     def to_pixels(self, images: list[Image.Image]) -> np.ndarray:
         h, w, c = self.input_shape
-        return np.stack([to_array(img, (h, w), c) for img in images]).astype(np.float32)
+        arrays = []
+        for row, img in enumerate(images):
+            try:
+                arrays.append(to_array(img, (h, w), c))
+            except DataError as e:
+                raise bad_input(f"row {row}: {e}") from None
+        return np.stack(arrays).astype(np.float32)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         return self.predict_pixels(self.to_pixels(request_images(model_input)))

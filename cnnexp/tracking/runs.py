@@ -17,6 +17,7 @@ from typing import TypeVar
 import mlflow
 
 import cnnexp
+from cnnexp.errors import Terminated
 from cnnexp.tracking import tags
 
 T = TypeVar("T")
@@ -63,9 +64,9 @@ def ends_with_status(run_id: str, end: Callable[[str], None]) -> Iterator[None]:
     try:
         yield
         status = "FINISHED"
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM under the CLI (cnnexp.errors.Terminated)
         status = "KILLED"
-        tag_failure(run_id, "interrupted (KeyboardInterrupt)")
+        tag_failure(run_id, f"interrupted ({str(e) or 'KeyboardInterrupt'})")
         raise
     except BaseException as e:
         tag_failure(run_id, f"{type(e).__name__}: {e}")
@@ -133,6 +134,8 @@ def interrupts_deferred() -> Iterator[None]:
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+        if signal.SIGTERM in caught:
+            raise Terminated
         if caught:
             raise KeyboardInterrupt
 
@@ -162,3 +165,17 @@ def retry(
 def retry_locked(fn: Callable[[], T]) -> T:
     """Retry an MLflow call that hit SQLite's "database is locked" under concurrent workers."""
     return retry(fn)
+
+
+def leave_launcher_run() -> str | None:
+    """Under `mlflow run`, its run id is in the environment and the next start_run would resume it:
+    take it out, so the command's runs go where they go without `mlflow run`; returns that id."""
+    return os.environ.pop("MLFLOW_RUN_ID", None)
+
+
+def point_launcher(run_id: str | None, run_tags: dict[str, str]) -> None:
+    """Tag the `mlflow run` launcher run (if any) as such, pointing at the runs that hold the record."""
+    if run_id:
+        client = mlflow.MlflowClient()
+        for key, value in {tags.ROLE: tags.ROLE_LAUNCHER, **run_tags}.items():
+            client.set_tag(run_id, key, value)

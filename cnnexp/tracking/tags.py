@@ -27,6 +27,7 @@ DIRECTION = "cnnexp.direction"  # maximize | minimize, as the study was created
 SAMPLER = "cnnexp.sampler"
 SPACE_CHANGED = "cnnexp.space_changed"
 STUDY_RUN_ID = "cnnexp.study_run_id"  # on a `mlflow run` launcher: the study's parent run
+PROMOTION_RUN_ID = "cnnexp.promotion_run_id"  # on a `mlflow run -e promote` launcher: the promotion run
 TRIAL_NUMBER = "cnnexp.trial_number"
 TRIAL_STATE = "cnnexp.trial_state"
 TRIAL_VALUE = "cnnexp.trial_value"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import matplotlib
 
@@ -29,13 +31,29 @@ PLOTS = {
 }
 
 
+@contextmanager
+def quiet_category_axes() -> Iterator[None]:
+    """Optuna plots categorical params as strings; matplotlib.category logs an INFO line for every such axis."""
+    logger = logging.getLogger("matplotlib.category")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def log_report(parent_id: str, study: optuna.Study) -> list[str]:
     """Write trials.csv and every plot that the study's trials allow; returns the artifact paths logged."""
     client = mlflow.MlflowClient()
-    logged = []
     frame = study.trials_dataframe()
     retry_locked(lambda: client.log_text(parent_id, frame.to_csv(index=False), "trials.csv"))
-    logged.append("trials.csv")
+    with quiet_category_axes():
+        return ["trials.csv", *_log_plots(client, parent_id, study)]
+
+
+def _log_plots(client: mlflow.MlflowClient, parent_id: str, study: optuna.Study) -> list[str]:
+    logged = []
     for path, plot in PLOTS.items():
         try:
             with warnings.catch_warnings():

@@ -190,10 +190,3 @@ def check_same_space(study: optuna.Study, space: SearchSpace, parent_id: str) ->
     elif known != space.digest:
         log.warning("study %s was started with a different search space file; trials will mix both", study.study_name)
         retry_locked(lambda: mlflow.MlflowClient().set_tag(parent_id, tags.SPACE_CHANGED, "true"))
-
-
-def point_launcher(run_id: str, study_name: str, parent_id: str) -> None:
-    client = mlflow.MlflowClient()
-    run_tags = {tags.STUDY: study_name, tags.ROLE: tags.ROLE_LAUNCHER, tags.STUDY_RUN_ID: parent_id}
-    for key, value in run_tags.items():
-        retry_locked(lambda k=key, v=value: client.set_tag(run_id, k, v))

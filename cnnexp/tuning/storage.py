@@ -83,7 +83,16 @@ def make_storage(
     # Workers starting together on a fresh database race to create its tables: SQLite reports
     # "locked", PostgreSQL a duplicate type or table. The loser retries and finds them created.
     races = ("locked", "duplicate key", "already exists")
-    return retry(open_rdb, when=races, errors=(OperationalError, IntegrityError, ProgrammingError), attempts=5)
+    try:
+        return retry(open_rdb, when=races, errors=(OperationalError, IntegrityError, ProgrammingError), attempts=5)
+    except (ArgumentError, ImportError) as e:  # an unknown dialect (foo://) or a driver not installed
+        raise ConfigError(
+            f"storage {display_url(url)!r} cannot be opened ({str(e).splitlines()[0]}); "
+            "use sqlite:///FILE, postgresql+psycopg://USER@HOST/DB or journal:PATH"
+        ) from None
+    except OperationalError as e:  # unreachable server, unwritable file: not a bug
+        message = str(e.orig or e).splitlines()[0]
+        raise ConfigError(f"storage {display_url(url)!r} cannot be opened: {message}") from None
 
 
 @contextmanager

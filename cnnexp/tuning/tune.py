@@ -22,7 +22,7 @@ from optuna_integration import KerasPruningCallback
 
 from cnnexp.errors import ConfigError
 from cnnexp.tracking import tags
-from cnnexp.tracking.runs import marked_running, retry_locked
+from cnnexp.tracking.runs import leave_launcher_run, marked_running, point_launcher, retry_locked
 from cnnexp.training.train import TrainResult, train
 from cnnexp.tuning import parent_run
 from cnnexp.tuning import storage as storages
@@ -80,9 +80,7 @@ class _PruneBetweenEpochs(KerasPruningCallback):
 def tune(opts: TuneOptions) -> TuneResult:
     """Run (or join, or resume) the study: every step below leaves a record that the next one trusts."""
     space = _checked_space(opts)  # a bad space or option fails here, before any study or run exists
-    # Under `mlflow run`, its run id is in the environment and the next start_run would resume it:
-    # take it out so trials get runs of their own, and point that launcher run at the study.
-    launcher_run_id = os.environ.pop("MLFLOW_RUN_ID", None)
+    launcher_run_id = leave_launcher_run()  # trials get runs of their own; the launcher points at the study
     study, storage, created = _open_study(opts, space)
     parent_id = _open_parent_run(study, created, storage, space, opts, launcher_run_id)
     storages.fail_dead_local_trials(study, storage, parent_run.retry_hook("worker {worker} died (killed?)"))
@@ -103,6 +101,8 @@ def _checked_space(opts: TuneOptions) -> SearchSpace:
     space = load_space(opts.space)
     if opts.n_trials < 0:
         raise ConfigError(f"n_trials={opts.n_trials} must be >= 0")
+    if opts.timeout is not None and opts.timeout <= 0:
+        raise ConfigError(f"timeout={opts.timeout:g} must be a positive number of seconds (or not given)")
     return space
 
 
@@ -139,8 +139,7 @@ def _open_parent_run(
     experiment_id = client.get_run(parent_id).info.experiment_id
     retry_locked(lambda: mlflow.set_experiment(experiment_id=experiment_id))
     retry_locked(lambda: client.set_tag(parent_id, tags.SAMPLER, opts.sampler))
-    if launcher_run_id:
-        parent_run.point_launcher(launcher_run_id, opts.study_name, parent_id)
+    point_launcher(launcher_run_id, {tags.STUDY: opts.study_name, tags.STUDY_RUN_ID: parent_id})
     return parent_id
 
 
