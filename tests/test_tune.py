@@ -358,6 +358,7 @@ def test_study_plots_log_no_matplotlib_chatter(tracking, caplog):
     for i, (filters, rate) in enumerate([(4, 2e-3), (8, 5e-3), (4, 8e-3)]):
         params = {"model.filters": filters, "train.learning_rate": rate}
         study.add_trial(create_trial(params=params, distributions=dists, value=0.1 * i, intermediate_values={0: i}))
+    mlflow.set_experiment("plots")
     with mlflow.start_run() as parent:
         logged = log_report(parent.info.run_id, study)
     assert "plots/slice.png" in logged and "plots/parallel_coordinate.png" in logged
