@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 # The per-epoch metric reported to the pruner and the summary metric train() returns for it.
 SUMMARY_METRIC = {"val_accuracy": "best_val_accuracy", "val_loss": "best_val_loss"}
+# Both on one scale: best_val_loss is the plain cross-entropy, whose per-epoch metric is val_crossentropy
+# (val_loss itself includes label smoothing).
+EPOCH_METRIC = {"val_accuracy": "val_accuracy", "val_loss": "val_crossentropy"}
 
 
 @dataclass
@@ -176,7 +179,7 @@ def _objective(space: SearchSpace, study_name: str, parent_id: str):
         trial.set_user_attr(tags.WORKER_ATTR, storages.worker_id())
         sampled = sample(trial, space)
         cfg = space.config(sampled, extra={"run_name": f"{study_name}-trial-{trial.number}"})
-        pruning = _PruneBetweenEpochs(trial, space.objective)
+        pruning = _PruneBetweenEpochs(trial, EPOCH_METRIC[space.objective])
         result = train(
             cfg,
             parent_run_id=parent_id,
