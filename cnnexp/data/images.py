@@ -3,7 +3,7 @@ serving and the web page, so the three can never see the same file differently.
 
 Every path decodes with :func:`read_image` (EXIF orientation applied, as a phone's viewer shows the
 photo) and converts with :func:`to_array`. How each colour mode becomes 0-255 pixels is documented
-in docs/images.md and tested mode by mode in tests/test_images.py.
+in docs/images.md and tested mode by mode in tests/data/test_images.py.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def read_image(source: str | Path | IO[bytes]) -> Image.Image:
     """Decode an image file, upright (EXIF orientation applied) and loaded; Pillow's errors pass through."""
     if isinstance(source, (str, Path)):
         # From memory, not from the path: Pillow 13 memory-maps an uncompressed TIFF file and then
-        # drops its orientation tag without turning the pixels (tests/test_images.py catches it).
+        # drops its orientation tag without turning the pixels (tests/data/test_images.py catches it).
         source = io.BytesIO(Path(source).read_bytes())
     with Image.open(source) as img:
         img.load()

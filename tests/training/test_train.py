@@ -105,7 +105,7 @@ def test_keras_pin_meets_mlflow_autolog_minimum():
     )
     from packaging.version import Version
 
-    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     (pin,) = re.findall(r'"keras>=([0-9.]+)"', pyproject)
     minimum, _, _ = get_min_max_version_and_pip_release("keras")
     assert Version(pin) >= Version(minimum)

@@ -209,7 +209,7 @@ def test_racing_promotions_leave_champion_on_one_valid_version(store, runs):
 def test_mlflow_run_promote_entry_point(store, runs, tmp_path):
     """`mlflow run . -e promote`: the decision is logged in cnnexp-promotions, as by `cnnexp promote`;
     the run `mlflow run` created points at it."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID")}
     env.update({"MLFLOW_TRACKING_URI": runs["uri"], "PATH": path})

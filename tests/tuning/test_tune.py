@@ -22,7 +22,7 @@ from cnnexp.tracking import tags
 from cnnexp.tuning.parent_run import best_trial
 from cnnexp.tuning.tune import TuneOptions, tune
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 TINY_SPACE = {
     "dataset": "digits",

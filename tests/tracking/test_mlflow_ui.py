@@ -16,7 +16,7 @@ from cnnexp.tracking import tags
 from cnnexp.tracking.ui import ui_page
 
 # CNNEXP_UPDATE_FIGURES=1 refreshes the docs' screenshot from this test.
-SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "figures" / "mlflow-ui-runs.png"
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "figures" / "mlflow-ui-runs.png"
 # The assistant panel MLflow opens on a first visit would cover half the screenshot.
 NO_ASSISTANT = {"mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true", "mlflow.assistant.panelOpen_v1": "false"}
 
