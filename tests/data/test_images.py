@@ -121,6 +121,7 @@ def served(tmp_path_factory) -> Iterator[dict[int, dict]]:
     out = {}
     with ExitStack() as stack:
         with tracking_store(root):
+            mlflow.set_experiment("images")  # not whichever experiment an earlier test left active
             for channels in (1, 3):
                 model = build_model(ModelConfig(blocks=1, filters=4, head_units=0), (H, W, channels), 2)
                 with mlflow.start_run() as run:
