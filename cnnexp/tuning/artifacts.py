@@ -1,7 +1,9 @@
-"""The study's report on its parent run: the trials table and Optuna's own plots (matplotlib PNGs)."""
+"""The study's report on its parent run: the trials table, its parameters' distributions and Optuna's
+own plots (matplotlib PNGs)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 
@@ -18,6 +20,11 @@ from cnnexp.tracking.runs import retry_locked  # noqa: E402
 
 log = logging.getLogger(__name__)
 
+TRIALS_CSV = "trials.csv"
+# Optuna's distributions (log scale, step, bounds) of the parameters in trials.csv: a study rebuilt
+# from the two when its storage is out of reach is the same study, with the same importances.
+DISTRIBUTIONS_JSON = "distributions.json"
+
 # bbox "tight": long dotted parameter names must not be cut off at the figure's edge.
 SAVE = {"bbox_inches": "tight", "dpi": 100}
 PLOTS = {
@@ -33,9 +40,14 @@ def log_report(parent_id: str, study: optuna.Study) -> list[str]:
     """Write trials.csv and every plot that the study's trials allow; returns the artifact paths logged."""
     client = mlflow.MlflowClient()
     logged = []
+    trials = study.get_trials(deepcopy=False)
     frame = study.trials_dataframe()
-    retry_locked(lambda: client.log_text(parent_id, frame.to_csv(index=False), "trials.csv"))
-    logged.append("trials.csv")
+    retry_locked(lambda: client.log_text(parent_id, frame.to_csv(index=False), TRIALS_CSV))
+    # A resumed space only widens ranges (tuning.space.check_resumable): the latest trial's holds every value.
+    latest = {key: dist for t in trials for key, dist in t.distributions.items()}
+    text = json.dumps({k: optuna.distributions.distribution_to_json(d) for k, d in sorted(latest.items())}, indent=2)
+    retry_locked(lambda: client.log_text(parent_id, text, DISTRIBUTIONS_JSON))
+    logged += [TRIALS_CSV, DISTRIBUTIONS_JSON]
     for path, plot in PLOTS.items():
         try:
             with warnings.catch_warnings():
