@@ -211,6 +211,7 @@ def test_two_workers_share_one_journal_study(tracking, tmp_path):
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     runs = study_runs("par")
     (parent,) = runs["study"]
+    assert parent.info.status == "FINISHED"  # ended by the last worker to leave, not left RUNNING
     numbers = sorted(int(r.data.tags[tags.TRIAL_NUMBER]) for r in runs["trial"])
     assert numbers == [0, 1, 2, 3]  # every trial once, none duplicated
     assert {r.data.tags["mlflow.parentRunId"] for r in runs["trial"]} == {parent.info.run_id}
