@@ -141,7 +141,11 @@ def test_bad_space_fails_before_any_study_or_run(tracking, tmp_path, capsys):
 @pytest.mark.parametrize(
     "changes, key, reason",
     [
-        ({"params/model.blocks/type": "float"}, "params.model.blocks.type", "model.blocks is int: use int or categorical"),
+        (
+            {"params/model.blocks/type": "float"},
+            "params.model.blocks.type",
+            "model.blocks is int: use int or categorical",
+        ),
         ({"params/model.blocks/high": 5}, "params.model.blocks=5", "pools the 8x8 input below 1x1"),
         ({"params/model.blocks/step": 0.5}, "params.model.blocks.step", "whole number for an int parameter"),
         ({"params/train.momentum/when": {"train.optimizer": []}}, "train.momentum.when.train.optimizer", "never"),
@@ -181,4 +185,3 @@ def test_yaml_pitfalls_get_clear_messages(tmp_path):
     path.write_bytes(text.replace("dataset: digits", "dataset: digits  # caf\xe9").encode("latin-1"))
     with pytest.raises(SearchSpaceError, match=f"{path}: not UTF-8 text"):
         load_space(path)
-

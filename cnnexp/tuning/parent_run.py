@@ -102,15 +102,20 @@ def _params(d: dict[str, Any]) -> list:
     return [Param(k, str(v)) for k, v in d.items()]
 
 
-def find_trial_run(parent_id: str, number: int) -> Run | None:
+def _trial_runs(parent_id: str, condition: str) -> list[Run]:
+    """The parent's child runs that also match ``condition`` (an MLflow filter)."""
     parent = mlflow.MlflowClient().get_run(parent_id)
-    runs = retry_locked(
+    return retry_locked(
         lambda: mlflow.search_runs(
             experiment_ids=[parent.info.experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and tags.`{tags.TRIAL_NUMBER}` = '{number}'",
+            filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and {condition}",
             output_format="list",
         )
     )
+
+
+def find_trial_run(parent_id: str, number: int) -> Run | None:
+    runs = _trial_runs(parent_id, f"tags.`{tags.TRIAL_NUMBER}` = '{number}'")
     return runs[0] if runs else None
 
 
@@ -218,14 +223,7 @@ def record_space(study: optuna.Study, space: SearchSpace, parent_id: str) -> Non
 
 def mark_unmarked(study: optuna.Study, parent_id: str) -> int:
     """Mark the finished trials whose runs lack their state (an interrupt, a killed worker); returns how many."""
-    parent = mlflow.MlflowClient().get_run(parent_id)
-    runs = retry_locked(
-        lambda: mlflow.search_runs(
-            experiment_ids=[parent.info.experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and tags.`{tags.ROLE}` = '{tags.ROLE_TRIAL}'",
-            output_format="list",
-        )
-    )
+    runs = _trial_runs(parent_id, f"tags.`{tags.ROLE}` = '{tags.ROLE_TRIAL}'")
     marked = {r.data.tags.get(tags.TRIAL_NUMBER): r.data.tags.get(tags.TRIAL_STATE) for r in runs}
     n = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)):

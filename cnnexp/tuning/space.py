@@ -13,7 +13,6 @@ import hashlib
 import math
 import types
 import typing
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,40 +167,6 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
-
-
-def check_resumable(space: SearchSpace, trials: Iterable[optuna.trial.FrozenTrial], study_name: str) -> None:
-    """Refuse a space whose parameters the study's trials cannot share (Optuna would fail every new trial).
-
-    Compatible: an added or removed parameter, a range widened at either end. Anything else (a type
-    change, changed choices, a narrowed range, another step or log scale) needs a new study.
-    """
-    new = space.distributions()
-    old = {(key, dist) for t in trials for key, dist in t.distributions.items() if key in new}
-    for key, dist in sorted(old, key=lambda kd: kd[0]):
-        reason = _incompatible(dist, new[key])
-        if reason:
-            raise SearchSpaceError(
-                f"{space.path}: params.{key}: study {study_name!r} cannot resume with this space: {reason}. "
-                "Keep the earlier definition, only widen ranges or add parameters, or start a study of another name"
-            )
-
-
-def _incompatible(old: BaseDistribution, new: BaseDistribution) -> str | None:
-    def kind(d: BaseDistribution) -> str:
-        return {CategoricalDistribution: "categorical", IntDistribution: "int"}.get(type(d), "float")
-
-    if kind(old) != kind(new):
-        return f"its trials sampled it as {kind(old)}, this space makes it {kind(new)}"
-    if isinstance(old, CategoricalDistribution):
-        if tuple(old.choices) != tuple(new.choices):
-            return f"choices were {list(old.choices)}, now {list(new.choices)} (Optuna cannot change them in a study)"
-        return None
-    if old.log != new.log or old.step != new.step:
-        return f"log={old.log}, step={old.step} before, now log={new.log}, step={new.step}"
-    if new.low > old.low or new.high < old.high:
-        return f"range [{old.low}, {old.high}] narrowed to [{new.low}, {new.high}]: earlier trials fall outside it"
-    return None
 
 
 def parse_space(doc: Any, where: str, text: str = "") -> SearchSpace:

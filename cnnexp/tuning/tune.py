@@ -27,7 +27,8 @@ from cnnexp.training.train import TrainResult, train
 from cnnexp.tuning import parent_run
 from cnnexp.tuning import storage as storages
 from cnnexp.tuning.artifacts import log_report
-from cnnexp.tuning.space import SearchSpace, check_resumable, load_space, sample
+from cnnexp.tuning.resume import check_resumable
+from cnnexp.tuning.space import SearchSpace, load_space, sample
 
 log = logging.getLogger(__name__)
 
