@@ -54,8 +54,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     family: str = "plain"  # plain | residual
-    # Defaults chosen for training speed on a CPU (docs/performance.md): three single-conv blocks
-    # cost ~15 MFLOPs an image, 2.5x less than two double-conv blocks, and train 1.5-1.65x faster.
+    # Defaults chosen for training speed on a CPU: docs/performance.md has the measurements.
     blocks: int = 3
     filters: int = 32  # filters of the first block; each later block doubles it
     kernel_size: int = 3
@@ -79,7 +78,7 @@ class TrainConfig:
     weight_decay: float = 1e-4  # adamw only
     momentum: float = 0.9  # sgd only
     batch_size: int = 128
-    epochs: int = 10  # one-cycle anneals over these: 7-9 minutes on Fashion-MNIST with 2 CPU cores
+    epochs: int = 10  # one-cycle anneals over these
     label_smoothing: float = 0.1
     early_stopping_patience: int = 3  # epochs without val_loss improvement; 0 disables
     lr_schedule: str = "onecycle"  # none | cosine | onecycle | plateau
@@ -88,10 +87,12 @@ class TrainConfig:
     time_budget_minutes: float | None = None
     seed: int = 42
     deterministic: bool = True  # TensorFlow op determinism: same seed, same result
-    # auto | float32 | mixed_bfloat16. bf16 trains 1.26x faster on the AMX CPU of
-    # docs/performance.md, for the same accuracy, but is emulated (far slower) on CPUs without
-    # native bf16: auto picks it only where the CPU has it (cnnexp/hardware.py).
+    # auto | float32 | mixed_bfloat16. bf16 is emulated (far slower) on CPUs without native bf16:
+    # auto picks it only where the CPU has it (cnnexp/hardware.py; speeds in docs/performance.md).
     precision: str = "auto"
+    # MLflow's system metrics (system/cpu_utilization_percentage, memory, disk, network) sampled
+    # alongside the run by a background thread (psutil); off for runs that must not spend a thread on it.
+    system_metrics: bool = True
 
 
 @dataclass

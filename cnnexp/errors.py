@@ -55,3 +55,11 @@ class AppError(CnnexpError):
     """The web app cannot start; the message says why."""
 
     label = "app error"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, a container platform or job scheduler), raised as an interrupt
+    so every open run ends KILLED as with Ctrl-C; the CLI installs the handler and exits 143."""
+
+    def __str__(self) -> str:
+        return "SIGTERM"

@@ -57,6 +57,7 @@ def test_cli_strings_are_coerced():
         ({"data.dataset": "mnist", "model.flip_tta": True}, "model.flip_tta=true is not allowed for mnist"),
         ({"model.blokcs": 3}, "unknown key 'model.blokcs'"),
         ({"model.dropout": 1.2}, "model.dropout=1.2"),
+        ({"train.system_metrics": "sometimes"}, "train.system_metrics: expected true or false, got 'sometimes'"),
     ],
 )
 def test_bad_values_name_the_problem(overrides, fragment):
@@ -105,6 +106,7 @@ def _every_field_set() -> dict:
         "train.seed": 7,
         "train.deterministic": False,
         "train.precision": "float32",
+        "train.system_metrics": False,
         "experiment_name": "exp",
         "run_name": "name",
     }

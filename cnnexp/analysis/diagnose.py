@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 
 from cnnexp.analysis.evaluate import Evaluation
+from cnnexp.config import ExperimentConfig
+from cnnexp.models.cnn import max_blocks
 
 # Thresholds for the written findings, in accuracy points (0-1). Chosen as what a practitioner
 # would call "clearly" over- or underfit on a balanced image-classification task.
@@ -38,6 +40,9 @@ class Analysis:
     confused_pairs: pd.DataFrame  # true, predicted, count, rate (share of the true class)
     confidently_wrong: pd.DataFrame  # index, true, predicted, confidence, true_class_probability
     history: dict[str, list[float]]
+    # The run's config and image shape: advice names only what is on and what the input allows.
+    config: ExperimentConfig | None = None
+    input_shape: tuple[int, ...] | None = None
 
 
 def calibration(probabilities: np.ndarray, y_true: np.ndarray, n_bins: int = 10) -> Calibration:
@@ -96,7 +101,13 @@ def confidently_wrong(ev: Evaluation, class_names: tuple[str, ...], top: int = 1
     )
 
 
-def analyze(ev: Evaluation, class_names: tuple[str, ...], history: dict[str, list[float]] | None = None) -> Analysis:
+def analyze(
+    ev: Evaluation,
+    class_names: tuple[str, ...],
+    history: dict[str, list[float]] | None = None,
+    config: ExperimentConfig | None = None,
+    input_shape: tuple[int, ...] | None = None,
+) -> Analysis:
     return Analysis(
         evaluation=ev,
         class_names=class_names,
@@ -104,18 +115,53 @@ def analyze(ev: Evaluation, class_names: tuple[str, ...], history: dict[str, lis
         confused_pairs=confused_pairs(ev.confusion, class_names),
         confidently_wrong=confidently_wrong(ev, class_names),
         history=history or {},
+        config=config,
+        input_shape=input_shape,
     )
+
+
+# ---------------------------------------------------------------------------- what the run can change
+
+
+@dataclass
+class Levers:
+    """What a run's config has on and what its input allows, for advice that applies (unknown: all)."""
+
+    regularisers: list[str]  # "dropout", "augmentation": those active in training
+    lower: list[str]  # config keys that could be lowered to regularise less
+    capacity: list[str]  # config keys that could be raised for more capacity
+    resizable: bool  # folder datasets: data.image_size can give the model more pixels
+
+    @classmethod
+    def of(cls, cfg: ExperimentConfig | None, input_shape: tuple[int, ...] | None) -> Levers:
+        if cfg is None:
+            everything = ["model.filters", "model.blocks"]
+            return cls(["dropout", "augmentation"], ["model.dropout", "data.augment.*"], everything, True)
+        m, aug = cfg.model, cfg.data.augment
+        dropout = bool(m.dropout or m.head_dropout)
+        augmented = bool(aug.rotation or aug.shift or aug.zoom or aug.horizontal_flip)
+        regularisers = ["dropout"] * dropout + ["augmentation"] * augmented
+        lower = [k for k, on in (("model.dropout", m.dropout), ("model.head_dropout", m.head_dropout)) if on]
+        lower += ["data.augment.*"] * augmented
+        room = input_shape is None or m.blocks < max_blocks(input_shape)  # each block halves the image
+        return cls(regularisers, lower, ["model.filters"] + ["model.blocks"] * room, cfg.data.image_size is not None)
+
+
+def _either(keys: list[str]) -> str:
+    return " or ".join(keys)
 
 
 # ---------------------------------------------------------------------------- written findings
 
 
-def fit_diagnosis(history: dict[str, list[float]]) -> tuple[str, str]:
+def fit_diagnosis(history: dict[str, list[float]], levers: Levers | None = None) -> tuple[str, str]:
     """(verdict, sentence) about over/underfitting from the per-epoch curves, at the best epoch.
 
     The best epoch is the one with the lowest validation loss: early stopping restores its weights.
     Verdicts: ``overfit``, ``underfit``, ``capacity-limited``, ``still improving``, ``good fit`` or ``unknown``.
     """
+    levers = levers or Levers.of(None, None)
+    capacity = _either(levers.capacity)
     val_loss, acc, val_acc = history.get("val_loss"), history.get("accuracy"), history.get("val_accuracy")
     if not val_loss or not acc or not val_acc:
         return "unknown", "No per-epoch history was recorded, so over- or underfitting cannot be judged."
@@ -133,7 +179,7 @@ def fit_diagnosis(history: dict[str, list[float]]) -> tuple[str, str]:
     if acc[best] < UNDERFIT_TRAIN_ACCURACY and best == epochs - 1:
         return "underfit", (
             f"Underfitting: {where}, and validation loss was still falling at the last epoch. "
-            "Train longer or give the model more capacity (more blocks or filters)."
+            f"Train longer or give the model more capacity ({capacity})."
         )
     if best == epochs - 1:
         return "still improving", (
@@ -141,17 +187,19 @@ def fit_diagnosis(history: dict[str, list[float]]) -> tuple[str, str]:
             "at the last epoch, so more epochs are likely to help."
         )
     if gap < -REGULARISED_GAP:
-        # Keras measures train accuracy with dropout and augmentation on, so it can sit below validation.
+        # Keras measures train accuracy in training mode (dropout, augmentation, batch statistics on).
+        measured = " and ".join(levers.regularisers) + " active" if levers.regularisers else "in training mode"
+        less = f" or less regularisation ({_either(levers.lower)})" if levers.lower else ""
         return "capacity-limited", (
-            f"No overfitting by accuracy: {where}. Train accuracy is measured with dropout and augmentation "
-            f"active, and it stays {-gap * 100:.1f} points below validation. Validation loss stopped improving "
+            f"No overfitting by accuracy: {where}. Train accuracy is measured with {measured}, "
+            f"and it stays {-gap * 100:.1f} points below validation. Validation loss stopped improving "
             f"after epoch {best + 1} while training went on, so more epochs alone will not help; more capacity "
-            "(filters, blocks) or less dropout or augmentation might."
+            f"({capacity}){less} might."
         )
     if acc[best] < UNDERFIT_TRAIN_ACCURACY:
         return "underfit", (
             f"Underfitting: {where}; the model does not fit even the training data well. "
-            "Try more capacity or a higher learning rate."
+            f"Try more capacity ({capacity}) or a higher learning rate."
         )
     return "good fit", f"Good fit: {where} (gap {gap * 100:+.1f} points); early stopping found a clear optimum."
 
@@ -196,7 +244,8 @@ def findings(a: Analysis) -> dict[str, list[str]]:
             f"{n_sure} of the {len(a.confidently_wrong)} most confidently wrong images were predicted with at least "
             "90% confidence: look at them for label noise or genuinely ambiguous items."
         )
-    verdict, fit_text = fit_diagnosis(a.history)
+    levers = Levers.of(a.config, a.input_shape)
+    verdict, fit_text = fit_diagnosis(a.history, levers)
     (limits if verdict in ("overfit", "underfit", "capacity-limited") else strengths).append(fit_text)
     cal_text = calibration_sentence(a.calibration)
     (strengths if a.calibration.ece <= WELL_CALIBRATED_ECE else limits).append(cal_text)
@@ -205,15 +254,18 @@ def findings(a: Analysis) -> dict[str, list[str]]:
     if len(a.confused_pairs):
         p = a.confused_pairs.iloc[0]
         next_steps.append(
-            f"Target the {p['true']}/{p['predicted']} confusion: higher input resolution or more filters in the "
-            f"first blocks help fine detail; class-weighted loss or more examples of {worst} help its recall."
+            f"Target the {p['true']}/{p['predicted']} confusion: "
+            + ("higher input resolution (data.image_size) or " if levers.resizable else "")
+            + f"more filters in the first blocks help fine detail; class-weighted loss or more examples of {worst} "
+            "help its recall."
         )
     if verdict == "overfit":
         next_steps.append("Raise model.dropout or data.augment.* and compare validation loss curves.")
     elif verdict in ("underfit", "still improving"):
-        next_steps.append("Raise train.epochs (with early stopping kept on) or model.blocks / model.filters.")
+        next_steps.append(f"Raise train.epochs (with early stopping kept on) or {_either(levers.capacity)}.")
     elif verdict == "capacity-limited":
-        next_steps.append("Raise model.filters or model.blocks, or lower model.dropout / data.augment.*, and compare.")
+        lower = f", or lower {_either(levers.lower)}" if levers.lower else ""
+        next_steps.append(f"Raise {_either(levers.capacity)}{lower}, and compare.")
     else:
         next_steps.append("Tune learning rate and width with `cnnexp tune` to find the remaining points.")
     if a.calibration.ece > WELL_CALIBRATED_ECE:

@@ -20,21 +20,23 @@ class Evaluation:
     confusion: np.ndarray  # raw counts, rows = true class
 
 
+def cross_entropy(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-image cross-entropy, independent of any label smoothing used in training."""
+    return -np.log(np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0))
+
+
 def evaluate(
     model: keras.Model,
     x: np.ndarray,
     y: np.ndarray,
     class_names: tuple[str, ...],
     batch_size: int = 256,
-    loss: float | None = None,
 ) -> Evaluation:
     probs = model.predict(x.astype(np.float32), batch_size=batch_size, verbose=0)
     y_pred = probs.argmax(axis=1)
     labels = list(range(len(class_names)))
-    if loss is None:
-        # Plain cross-entropy, independent of any label smoothing used in training.
-        eps = 1e-7
-        loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], eps, 1.0))))
+    # Plain cross-entropy, independent of any label smoothing used in training.
+    loss = float(np.mean(cross_entropy(probs, y)))
     report = classification_report(
         y, y_pred, labels=labels, target_names=list(class_names), output_dict=True, zero_division=0
     )

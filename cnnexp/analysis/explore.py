@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from cnnexp.analysis.figures import plt, show_image
-from cnnexp.analysis.files import save_figure
+from cnnexp.analysis.files import output_dir, save_figure
 from cnnexp.config import ExperimentConfig
 from cnnexp.data.sources import load_dataset
 from cnnexp.data.split import Split, split_dataset
@@ -159,6 +159,8 @@ def write_exploration(cfg: ExperimentConfig, out_dir: Path) -> tuple[Split, pd.D
 
 def explore(cfg: ExperimentConfig, out_dir: Path | None = None, log: bool = True) -> Exploration:
     """Write the exploration files (into ``out_dir`` or a temporary folder) and log them as one run."""
+    if out_dir is not None:
+        output_dir(out_dir)  # an unusable folder fails here, before any run exists
     if not log:
         assert out_dir is not None, "out_dir is needed when nothing is logged"
         _, counts, files = write_exploration(cfg, out_dir)

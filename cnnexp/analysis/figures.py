@@ -83,8 +83,11 @@ def reliability_diagram(cal: Calibration) -> Figure:
     return fig
 
 
-def error_gallery(images: np.ndarray, wrong: pd.DataFrame, columns: int = 8) -> Figure:
-    """The most confidently wrong test images, each titled true -> predicted (confidence)."""
+GALLERY_TITLE = "most confidently wrong test images: true -> predicted (confidence)"
+
+
+def error_gallery(images: np.ndarray, wrong: pd.DataFrame, columns: int = 8, title: str = GALLERY_TITLE) -> Figure:
+    """Wrong test images (the most confident first), each titled true -> predicted (confidence)."""
     n = max(len(wrong), 1)
     rows = int(np.ceil(n / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 2.2 * rows), squeeze=False)
@@ -96,6 +99,6 @@ def error_gallery(images: np.ndarray, wrong: pd.DataFrame, columns: int = 8) -> 
         ax.set_title(f"{r['true']}\n-> {r['predicted']} ({r['confidence']:.2f})", fontsize=7)
     if not len(wrong):
         axes.flat[0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
-    fig.suptitle("most confidently wrong test images: true -> predicted (confidence)", fontsize=9)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig

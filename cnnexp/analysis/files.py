@@ -1,7 +1,7 @@
 """An analysis written as files: figures, tables and the written summary, in one folder.
 
 Training logs this folder with every run (artifact path ``analysis/``); reports and
-``cnnexp analyze`` write the same files for runs and registered model versions after the fact.
+``cnnexp report`` write the same files for runs and registered model versions after the fact.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import numpy as np
 from cnnexp.analysis import figures as plots
 from cnnexp.analysis.diagnose import Analysis, summary_markdown
 from cnnexp.analysis.figures import error_gallery, reliability_diagram
+from cnnexp.errors import ConfigError
 
 # File names inside the analysis folder; reports link to them by these names.
 CONFUSION = "confusion_matrix.png"
@@ -24,6 +25,15 @@ CONFUSED_PAIRS = "confused_pairs.csv"
 CONFIDENTLY_WRONG = "confidently_wrong.csv"
 CALIBRATION_BINS = "calibration_bins.csv"
 SUMMARY = "summary.md"
+
+
+def output_dir(path: Path) -> Path:
+    """``path``, created with its parents, or a ConfigError saying in one line why it cannot be."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"output folder {str(path)!r} cannot be created: {e.strerror or e}") from None
+    return path
 
 
 def save_figure(fig, path: Path) -> Path:

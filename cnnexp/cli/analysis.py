@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cnnexp.cli.args import add_config_args, config_from_args
+from cnnexp.cli.args import add_config_args, bounded, config_from_args
 
 
 def cmd_explore(args: argparse.Namespace) -> int:
@@ -31,7 +31,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         report = report_run(args.run, out or Path("reports") / name, log=not args.no_log, model_uri=args.model)
     print(f"report: {report.markdown}\n        {report.html}")
     if not args.no_log:
-        print(f"logged as artifacts under report/ of run {report.run_id}")
+        print(f"logged as artifacts under {report.artifact_path}/ of run {report.run_id}")
     return 0
 
 
@@ -40,15 +40,20 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     frame = compare_runs(
         args.experiment,
-        metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()),
-        params=tuple(p.strip() for p in args.params.split(",") if p.strip()),
+        metrics=_names(args.metrics),
+        params=_names(args.params),
         sort_by=args.sort,
         ascending=args.ascending,
         filter_string=args.filter,
         limit=args.limit,
+        kind=args.kind,
     )
     print(format_runs(frame))
     return 0
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(n.strip() for n in text.split(",") if n.strip())
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -62,7 +67,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from cnnexp.reports.runs_table import DEFAULT_METRICS, DEFAULT_PARAMS
+    from cnnexp.reports.runs_table import DEFAULT_METRICS, DEFAULT_PARAMS, KINDS
 
     p = sub.add_parser("explore", help="explore a dataset: samples, class counts, pixel histogram, mean images")
     add_config_args(p)
@@ -80,13 +85,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("runs", help="table comparing the runs of an experiment by chosen metrics")
     p.add_argument("--experiment", default="cnnexp", help="experiment name (default: cnnexp)")
-    p.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated metric names")
-    p.add_argument("--params", default=",".join(DEFAULT_PARAMS), help="comma-separated param names")
-    p.add_argument("--sort", help="metric to sort by (default: the first of --metrics), best first")
-    p.add_argument("--ascending", action="store_true", help="sort ascending (for losses)")
-    p.add_argument("--filter", default="", help="MLflow search filter, e.g. \"params.model.family = 'residual'\"")
-    p.add_argument("--limit", type=int, default=20, help="at most this many runs (default 20)")
-    p.set_defaults(func=cmd_runs)
+    p.add_argument("--metrics", help=f"comma-separated metric names (default: {','.join(DEFAULT_METRICS)})")
+    p.add_argument("--params", help=f"comma-separated param names (default: {','.join(DEFAULT_PARAMS)})")
+    p.add_argument("--sort", help="metric to sort by, best first (default: the first of --metrics); shown as a column")
+    order = p.add_mutually_exclusive_group()
+    order.add_argument(
+        "--ascending", action="store_true", default=None, help="sort ascending (default for losses, errors, ECE)"
+    )
+    order.add_argument("--descending", dest="ascending", action="store_false", default=None, help="sort descending")
+    p.add_argument("--filter", default="", help="MLflow search filter, e.g. \"params.`model.family` = 'residual'\"")
+    p.add_argument("--limit", type=bounded(int, 1, empty_ok=False), default=20, help="at most this many runs (20)")
+    p.add_argument(
+        "--kind", choices=tuple(KINDS), default="training", help="which runs: training (default), exploration, all"
+    )
+    p.set_defaults(func=cmd_runs, uses_tensorflow=False)
 
     p = sub.add_parser("reproduce", help="re-run a training run from its MLflow record and compare metrics")
     p.add_argument("run_id", help="the training run to re-run")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cnnexp.config import ExperimentConfig
+from cnnexp.config import parse_bool as parse_value
 
 # Flag -> dotted config key. Every flag is also reachable as --set KEY=VALUE.
 TRAIN_FLAGS = {
@@ -40,7 +41,9 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
         help="override any config value by its dotted key, e.g. --set model.dropout=0.3 (repeatable)",
     )
     for flag, key in TRAIN_FLAGS.items():
-        p.add_argument("--" + flag.replace("_", "-"), dest=flag, help=f"sets {key}")
+        # `--batch_size` too: `mlflow run -P batch_size=64` passes an undeclared parameter so (see MLproject).
+        names = ["--" + flag.replace("_", "-")] + (["--" + flag] if "_" in flag else [])
+        p.add_argument(*names, dest=flag, help=f"sets {key}")
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
@@ -62,24 +65,47 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def parse_bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("true", "1", "yes", "on", ""):
-        return True
-    if value in ("false", "0", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def optional(tp):
-    """MLproject passes "" for "not set"."""
-
-    def parse(text: str):
-        return None if text.strip() == "" else tp(text)
-
-    parse.__name__ = tp.__name__
-    return parse
+    """A flag's value; empty (``--force`` alone, or MLproject's "") means true."""
+    value = True if text.strip() == "" else parse_value(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value
 
 
 def add_bool_option(p: argparse.ArgumentParser, flag: str, *, default: bool, help: str) -> None:
     """``--flag`` alone means true; MLproject passes ``--flag true|false`` since it can only pass values."""
     p.add_argument(flag, nargs="?", const=True, default=default, type=parse_bool, help=help)
+
+
+def bounded(
+    tp: type, low: float | None = None, high: float | None = None, *, above: float | None = None, empty_ok: bool = True
+):
+    """An argparse type: a ``tp`` in [low, high] (or > ``above``), refused at parse time otherwise.
+    "" means "not set" (None) if ``empty_ok``: MLproject passes it for an empty parameter."""
+    allowed = " and ".join(
+        t
+        for t in (
+            f"at least {low:g}" if low is not None else "",
+            f"above {above:g}" if above is not None else "",
+            f"at most {high:g}" if high is not None else "",
+        )
+        if t
+    )
+
+    def parse(text: str):
+        if text.strip() == "" and empty_ok:
+            return None
+        try:
+            value = tp(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if tp is int else ''}number") from None
+        if (
+            (low is not None and value < low)
+            or (high is not None and value > high)
+            or (above is not None and value <= above)
+        ):
+            raise argparse.ArgumentTypeError(f"{text!r} is not allowed: must be {allowed}")
+        return value
+
+    parse.__name__ = tp.__name__
+    return parse

@@ -1,11 +1,11 @@
-"""``cnnexp train`` and ``cnnexp tune``."""
+"""``cnnexp train``, ``cnnexp tune`` and ``cnnexp dashboard``."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from cnnexp.cli.args import add_bool_option, add_config_args, config_from_args, optional
+from cnnexp.cli.args import add_bool_option, add_config_args, bounded, config_from_args
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -16,8 +16,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"\nrun {result.run_id} finished ({cfg.data.dataset}, split {result.split.split_hash})")
     for name, value in sorted(result.metrics.items()):
         print(f"  {name:20s} {value:.4f}")
-    print("compare runs: mlflow ui   (then open http://127.0.0.1:5000)")
+    print(where_to_look(result.run_id))
     return 0
+
+
+def where_to_look(run_id: str) -> str:
+    """How to open the run in the MLflow UI, and its model."""
+    import mlflow
+
+    from cnnexp.tracking.ui import ui_page
+
+    uri = mlflow.get_tracking_uri()
+    page = ui_page(mlflow.get_run(run_id).info.experiment_id, run_id)
+    if uri.startswith(("http://", "https://")):
+        ui = f"open {uri.rstrip('/')}/{page}"
+    else:
+        ui = f"mlflow ui --backend-store-uri {uri}   then open http://127.0.0.1:5000/{page}"
+    return (
+        f"\nthe run in the MLflow UI: {ui}\n"
+        f"its model: runs:/{run_id}/model   (register it: cnnexp promote --run {run_id} --model-name NAME)"
+    )
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -38,12 +56,28 @@ def cmd_tune(args: argparse.Namespace) -> int:
     )
     result = tune(opts)
     print(f"\nstudy {result.study.study_name}: parent run {result.parent_run_id}")
+    print(f"  live view: cnnexp dashboard --study {result.study.study_name}")
     if result.best is not None:
         print(f"  best trial {result.best.number}: value {result.best.value:.4f}")
         for key, value in sorted(result.best.params.items()):
             print(f"    {key} = {value}")
     if result.retrained is not None:
         print(f"  retrained best: run {result.retrained.run_id}, model runs:/{result.retrained.run_id}/model")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from cnnexp.errors import ConfigError
+    from cnnexp.tuning.dashboard import open_study_storage, recorded_storage, serve_dashboard
+    from cnnexp.tuning.storage import display_url
+
+    if not (args.study or args.storage):
+        raise ConfigError("give --study NAME (its recorded storage is opened) or --storage URL")
+    url = args.storage or recorded_storage(args.study)
+    storage, study_id = open_study_storage(url, args.study)
+    page = f"http://{args.host}:{args.port}/dashboard" + (f"/studies/{study_id}" if study_id is not None else "")
+    print(f"optuna-dashboard on {display_url(url)}: open {page}   (Ctrl-C stops it)", flush=True)
+    serve_dashboard(storage, host=args.host, port=args.port)
     return 0
 
 
@@ -54,8 +88,15 @@ def _add_tune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--study-name", help="Optuna study name (default: the space file's name); the same name resumes the study"
     )
-    p.add_argument("--n-trials", type=int, required=True, help="trials this process runs (0: only report/retrain)")
-    p.add_argument("--timeout", type=optional(float), help="stop starting new trials after this many seconds")
+    p.add_argument(
+        "--n-trials",
+        type=bounded(int, 0, empty_ok=False),
+        required=True,
+        help="trials this process runs (0: only report/retrain)",
+    )
+    p.add_argument(
+        "--timeout", type=bounded(float, above=0), help="stop starting new trials after this many seconds (> 0)"
+    )
     p.add_argument(
         "--storage",
         default=DEFAULT_STORAGE,
@@ -63,7 +104,7 @@ def _add_tune_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--sampler", default="tpe", choices=SAMPLERS)
     p.add_argument("--pruner", default="median", choices=PRUNERS)
-    p.add_argument("--seed", type=optional(int), help="sampler seed (reproducible studies)")
+    p.add_argument("--seed", type=bounded(int), help="sampler seed (reproducible studies)")
     # `--retrain-best`, `--retrain-best false` (MLproject) and `--no-retrain-best` all work.
     add_bool_option(
         p,
@@ -74,12 +115,11 @@ def _add_tune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-retrain-best", dest="retrain_best", action="store_false")
     p.add_argument(
         "--experiment-name",
-        type=optional(str),
         help="MLflow experiment of a new study's runs (default: the space's fixed experiment_name, else cnnexp)",
     )
     p.add_argument(
         "--heartbeat-interval",
-        type=int,
+        type=bounded(int, 1, empty_ok=False),
         default=HEARTBEAT_INTERVAL,
         help=f"RDB storages: seconds between a trial's heartbeats; a trial silent for twice this is failed "
         f"and retried (default {HEARTBEAT_INTERVAL})",
@@ -93,3 +133,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tune", help="run (or resume) an Optuna study of tracked trainings")
     _add_tune_args(p)
     p.set_defaults(func=cmd_tune)
+    p = sub.add_parser("dashboard", help="optuna-dashboard on a study's storage: live trials, plots, importances")
+    p.add_argument("--study", help="study name: opens the storage its parent run recorded (tag cnnexp.storage)")
+    p.add_argument("--storage", help="Optuna storage URL or journal:PATH (default: the study's recorded one)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.set_defaults(func=cmd_dashboard, uses_tensorflow=False)

@@ -16,6 +16,7 @@ class Dataset:
     class_names: tuple[str, ...]
     x_test: np.ndarray | None = None  # official test set, where the dataset has one
     y_test: np.ndarray | None = None
+    source: str = ""  # the file or folder the images were read from (recorded as the MLflow dataset source)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -1,4 +1,4 @@
-"""A user's own images: one sub-folder per class, PNG or JPEG, any size, RGB or grayscale."""
+"""A user's own images: one sub-folder per class; PNG, JPEG, BMP, TIFF or WebP of any size and colour mode."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from cnnexp.data.dataset import Dataset
-from cnnexp.data.images import IMAGE_SUFFIXES, open_image, to_array
+from cnnexp.data.images import IMAGE_SUFFIXES, is_grayscale, open_image, to_array
 from cnnexp.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,9 @@ def load_folder(root: Path, size: tuple[int, int], channels: int | None = None, 
             labels.append(index)
     for index, class_dir in enumerate(class_dirs):
         if index not in labels:
-            raise DataError(f"class folder {class_dir} holds no readable PNG/JPEG image")
+            raise DataError(f"class folder {class_dir} holds no readable image ({'/'.join(IMAGE_SUFFIXES)})")
     if channels is None:
-        channels = 1 if all(img.mode in ("L", "1", "I;16", "I") for img in images) else 3
+        channels = 1 if all(is_grayscale(img) for img in images) else 3
     x = np.stack([to_array(img, size, channels) for img in images])
-    return Dataset(f"folder:{root}", x, np.asarray(labels, dtype=np.int64), tuple(d.name for d in class_dirs))
+    labels_arr, classes = np.asarray(labels, dtype=np.int64), tuple(d.name for d in class_dirs)
+    return Dataset(f"folder:{root}", x, labels_arr, classes, source=str(root.resolve()))

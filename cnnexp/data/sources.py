@@ -14,6 +14,7 @@ import os
 import pickle
 import struct
 import tarfile
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -65,9 +66,13 @@ def search_dirs(data_dir: str | None, subdir: str) -> list[Path]:
     for root in roots:
         if root:
             dirs += [Path(root) / subdir, Path(root)]
-    keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
-    dirs += [keras_home / "datasets" / subdir, Path("/usr/share/datasets") / subdir]
+    dirs += [keras_datasets() / subdir, Path("/usr/share/datasets") / subdir]
     return dirs
+
+
+def keras_datasets() -> Path:
+    """Keras' download cache (``keras.datasets.*.load_data()``)."""
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:
@@ -103,7 +108,8 @@ def load_digits() -> Dataset:
     bunch = sk_digits()
     # 0-16 intensities scaled to the 0-255 range every other dataset uses.
     x = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
-    return Dataset("digits", x, bunch.target.astype(np.int64), DIGIT_CLASSES)
+    source = str(resources.files("sklearn.datasets.data") / "digits.csv.gz")  # scikit-learn ships the file
+    return Dataset("digits", x, bunch.target.astype(np.int64), DIGIT_CLASSES, source=source)
 
 
 # ---------------------------------------------------------------------------- IDX (MNIST family)
@@ -150,6 +156,7 @@ def load_idx_dataset(name: str, data_dir: str | None) -> Dataset:
         files = "the four IDX files " + ", ".join(IDX_FILES.values())
         downloaded = _keras_download(name, data_dir, files, name.replace("_", "-"))
         arrays = dict(zip(("x_train", "y_train", "x_test", "y_test"), downloaded, strict=True))
+        found = keras_datasets() / name.replace("_", "-")
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if len(x) != len(y):
@@ -161,6 +168,7 @@ def load_idx_dataset(name: str, data_dir: str | None) -> Dataset:
         classes,
         arrays["x_test"][..., None],
         arrays["y_test"].astype(np.int64),
+        source=str(found),
     )
 
 
@@ -240,9 +248,12 @@ def load_cifar10(data_dir: str | None) -> Dataset:
         files = "cifar-10-python.tar.gz or its extracted data_batch_1..5 and test_batch"
         x_train, y_train, x_test, y_test = _keras_download("cifar10", data_dir, files, "cifar-10-batches-py")
         y_train, y_test = y_train.reshape(-1), y_test.reshape(-1)
+        found = keras_datasets()
     else:
         parts = [read_cifar_batch(found / f"data_batch_{i}") for i in range(1, 6)]
         x_train = np.concatenate([p[0] for p in parts])
         y_train = np.concatenate([p[1] for p in parts])
         x_test, y_test = read_cifar_batch(found / "test_batch")
-    return Dataset("cifar10", x_train, y_train.astype(np.int64), CIFAR10_CLASSES, x_test, y_test.astype(np.int64))
+    return Dataset(
+        "cifar10", x_train, y_train.astype(np.int64), CIFAR10_CLASSES, x_test, y_test.astype(np.int64), str(found)
+    )

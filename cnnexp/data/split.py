@@ -24,16 +24,34 @@ class Split:
     class_names: tuple[str, ...]
     split_hash: str
     data_hash: str
+    source: str = ""  # the dataset's files (Dataset.source)
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
 
+    def part(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Images and labels of one part: ``train``, ``val`` or ``test``."""
+        return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
 
-def _stratified(indices: np.ndarray, labels: np.ndarray, size: float | int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    def part_hash(self, name: str) -> str:
+        """Identifies one part's examples alone: the same test images hash the same whatever the train/val split."""
+        x, y = self.part(name)
+        h = hashlib.sha256(np.ascontiguousarray(x).tobytes())
+        h.update(np.ascontiguousarray(y).astype(np.int64).tobytes())
+        return h.hexdigest()[:16]
+
+
+def _stratified(
+    indices: np.ndarray, labels: np.ndarray, size: float | int, seed: int, names: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray]:
     try:
         return train_test_split(indices, test_size=size, stratify=labels, random_state=seed)
     except ValueError as e:
-        raise DataError(f"cannot split stratified ({e}); the dataset is too small for these fractions") from None
+        # scikit-learn names classes by index ("[2]"); a user knows them by name (a folder's name).
+        counts = np.bincount(labels, minlength=len(names))
+        few = [f"{names[i]!r} has {counts[i]}" for i in np.flatnonzero((counts > 0) & (counts < 2))]
+        reason = f"each class needs at least 2 images here: {', '.join(few)}" if few else str(e)
+        raise DataError(f"cannot split stratified ({reason}); the dataset is too small for these fractions") from None
 
 
 def split_dataset(ds: Dataset, cfg: DataConfig, seed: int) -> Split:
@@ -48,14 +66,14 @@ def split_dataset(ds: Dataset, cfg: DataConfig, seed: int) -> Split:
         test_idx = None
         pool = all_idx
     else:
-        pool, test_idx = _stratified(all_idx, ds.y_train, cfg.test_fraction, seed)
+        pool, test_idx = _stratified(all_idx, ds.y_train, cfg.test_fraction, seed, ds.class_names)
     # val_fraction is a fraction of the whole labelled pool the split starts from.
     val_size = cfg.val_fraction if ds.x_test is not None else cfg.val_fraction / (1 - cfg.test_fraction)
-    train_idx, val_idx = _stratified(pool, ds.y_train[pool], val_size, seed)
+    train_idx, val_idx = _stratified(pool, ds.y_train[pool], val_size, seed, ds.class_names)
     if cfg.train_subset is not None and cfg.train_subset < len(train_idx):
         keep = max(cfg.train_subset, ds.num_classes)
         if keep < len(train_idx):
-            train_idx, _ = _stratified(train_idx, ds.y_train[train_idx], len(train_idx) - keep, seed)
+            train_idx, _ = _stratified(train_idx, ds.y_train[train_idx], len(train_idx) - keep, seed, ds.class_names)
 
     if test_idx is None:
         x_test, y_test = ds.x_test, ds.y_test
@@ -76,4 +94,5 @@ def split_dataset(ds: Dataset, cfg: DataConfig, seed: int) -> Split:
         class_names=ds.class_names,
         split_hash=h.hexdigest()[:16],
         data_hash=data_hash,
+        source=ds.source,
     )

@@ -49,6 +49,11 @@ def _residual_block(x, cfg: ModelConfig, filters: int, name: str):
     return layers.Activation("relu", name=f"{name}_out")(x)
 
 
+def max_blocks(input_shape: tuple[int, ...]) -> int:
+    """The most blocks an input of this (height, width, ...) allows: each halves it, down to 1x1."""
+    return max(0, min(int(input_shape[0]), int(input_shape[1]))).bit_length() - 1
+
+
 def check_spatial(cfg: ModelConfig, input_shape: tuple[int, int, int]) -> None:
     """Each block halves height and width; refuse a config that pools below 1x1."""
     h, w = input_shape[0], input_shape[1]
@@ -57,13 +62,9 @@ def check_spatial(cfg: ModelConfig, input_shape: tuple[int, int, int]) -> None:
         h, w = h // 2, w // 2
         sizes.append(f"{h}x{w}")
     if h < 1 or w < 1:
-        max_blocks = 0
-        a, b = input_shape[0], input_shape[1]
-        while a // 2 >= 1 and b // 2 >= 1:
-            a, b, max_blocks = a // 2, b // 2, max_blocks + 1
         raise ConfigError(
             f"model.blocks={cfg.blocks} pools the {input_shape[0]}x{input_shape[1]} input below 1x1 "
-            f"({' -> '.join(sizes)}); use at most {max_blocks} blocks for this input"
+            f"({' -> '.join(sizes)}); use at most {max_blocks(input_shape)} blocks for this input"
         )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+from mlflow.store.artifact.utils.models import get_model_name_and_version
 
 from cnnexp.analysis import figures as plots
 from cnnexp.analysis import files as af
@@ -37,6 +38,7 @@ class RunReport:
     html: Path
     analysis: Analysis
     metrics: pd.DataFrame  # metric, logged, recomputed, match
+    artifact_path: str = "report"  # where in the run it was logged
 
 
 def _num(value: float | None) -> str:
@@ -116,6 +118,9 @@ def _section_metrics(check: pd.DataFrame, logged: dict[str, float]) -> list[str]
     extra = {k: v for k, v in logged.items() if k.startswith("best_val")}
     if extra:
         lines += [", ".join(f"{k} {v:.4f}" for k, v in sorted(extra.items())), ""]
+    if "best_val_loss_smoothed" in extra:
+        note = "best_val_loss is plain cross-entropy, as test_loss; best_val_loss_smoothed includes label smoothing."
+        lines += [note, ""]
     return lines
 
 
@@ -171,11 +176,13 @@ def render(
 
 
 def report_run(run_id: str | None, out_dir: Path, log: bool = True, model_uri: str | None = None) -> RunReport:
-    """Write ``report.md``, ``report.html`` and ``figures/`` into ``out_dir``; log them as ``report/``.
+    """Write ``report.md``, ``report.html`` and ``figures/`` into ``out_dir``; log them as ``report/``
+    (a model version's report as ``report/models/NAME-vN/``).
 
     With ``model_uri`` (``models:/NAME/VERSION`` or ``models:/NAME@ALIAS``), the registered model
     version is analysed, on the test split of the training run it came from.
     """
+    af.output_dir(out_dir)  # an unusable folder fails before any work
     if model_uri:
         run_id = run_id_of_model_uri(model_uri)
     assert run_id, "a run id or a model URI is needed"
@@ -183,14 +190,18 @@ def report_run(run_id: str | None, out_dir: Path, log: bool = True, model_uri: s
     split = rebuild_split(record)
     model = load_keras_model(run_id, model_uri)
     ev = evaluate(model, split.x_test, split.y_test, split.class_names)
-    a = analyze(ev, split.class_names, history(run_id))
+    a = analyze(ev, split.class_names, history(run_id), record.config, split.x_test.shape[1:])
     figures = out_dir / FIGURES
     af.write_analysis(a, split.x_test, figures)
     af.save_figure(plots.training_curves(a.history), figures / CURVES)
     check = metric_check(record.metrics, a)
     text = render(record, split, a, check, model.count_params(), model_uri)
     md, html = write_report(text, out_dir, f"cnnexp report {model_uri or run_id}")
+    where = "report"
+    if model_uri:  # a version's report goes next to, not over, the run's own report/
+        name, version = get_model_name_and_version(mlflow.MlflowClient(), model_uri)
+        where = f"report/models/{name}-v{version}"
     if log:
         # Logging artifacts to a finished run does not reopen it: its status stays as it ended.
-        mlflow.MlflowClient().log_artifacts(run_id, str(out_dir), "report")
-    return RunReport(run_id, md, html, a, check)
+        mlflow.MlflowClient().log_artifacts(run_id, str(out_dir), where)
+    return RunReport(run_id, md, html, a, check, where)

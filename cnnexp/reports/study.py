@@ -28,7 +28,7 @@ import optuna
 import pandas as pd
 from optuna.visualization import matplotlib as optuna_plots
 
-from cnnexp.analysis.files import save_figure
+from cnnexp.analysis.files import output_dir, save_figure
 from cnnexp.errors import RunError
 from cnnexp.reports.markdown import image, table, write_report
 from cnnexp.tracking import tags
@@ -51,6 +51,7 @@ class StudyReport:
     html: Path
     trials: pd.DataFrame
     importances: dict[str, float]
+    artifact_path: str = "report"  # where in the parent run it was logged
 
 
 def find_runs(name: str) -> tuple[mlflow.entities.Run, mlflow.entities.Run | None]:
@@ -275,6 +276,7 @@ def _save_axes(ax, path: Path) -> None:
 
 
 def report_study(name: str, out_dir: Path, log: bool = True) -> StudyReport:
+    output_dir(out_dir)
     study_run, best_run = find_runs(name)
     trials = load_trials(study_run.info.run_id)
     study, note = load_study(name, study_run, trials)

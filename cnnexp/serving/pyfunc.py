@@ -1,7 +1,7 @@
 """The logged, registered and served model: an MLflow pyfunc that takes image files.
 
 It wraps the trained Keras model with what serving needs and Keras does not carry: decoding
-base64 PNG/JPEG, converting any size and colour mode to the model's input, and class names.
+base64 image files (cnnexp/data/images.py), converting any size and colour mode to the model's input, and class names.
 Scaling to [0, 1] already lives inside the Keras model.
 """
 
@@ -19,14 +19,17 @@ import keras
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.models import ModelSignature, infer_signature
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, DataType, Schema
+from mlflow.types.schema import Array
 from PIL import Image
 
 # Registers cnnexp's own layers (flip test-time augmentation) that a saved model may hold, so
 # the serving process can load it.
 import cnnexp.models  # noqa: F401
 from cnnexp.data.images import to_array
-from cnnexp.serving.requests import IMAGE_COLUMN, PIXELS_COLUMN, input_schema, request_images
+from cnnexp.errors import DataError
+from cnnexp.serving.requests import IMAGE_COLUMN, PIXELS_COLUMN, bad_input, input_schema, request_images
 
 
 def encode_image(image: np.ndarray | Image.Image, fmt: str = "PNG") -> str:
@@ -55,6 +58,17 @@ def predict_probabilities(model: keras.Model, pixels: np.ndarray) -> np.ndarray:
     return np.concatenate([np.asarray(c) for c in chunks])
 
 
+# What predict returns, declared rather than inferred: inference warns about the integer
+# class_index column, which is an output and can never be missing.
+OUTPUT_SCHEMA = Schema(
+    [
+        ColSpec(DataType.string, "label"),
+        ColSpec(DataType.long, "class_index"),
+        ColSpec(Array(DataType.double), "probabilities"),
+    ]
+)
+
+
 class ImageClassifier(mlflow.pyfunc.PythonModel):
     """pyfunc: rows of base64 ``image`` files or ``pixels`` arrays -> label, class_index, probabilities."""
 
@@ -66,7 +80,13 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
 
     def to_pixels(self, images: list[Image.Image]) -> np.ndarray:
         h, w, c = self.input_shape
-        return np.stack([to_array(img, (h, w), c) for img in images]).astype(np.float32)
+        arrays = []
+        for row, img in enumerate(images):
+            try:
+                arrays.append(to_array(img, (h, w), c))
+            except DataError as e:
+                raise bad_input(f"row {row}: {e}") from None
+        return np.stack(arrays).astype(np.float32)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         return self.predict_pixels(self.to_pixels(request_images(model_input)))
@@ -105,12 +125,9 @@ def log_image_model(model: keras.Model, class_names: tuple[str, ...], example_im
         # One row of each kind documents both ways of asking (see cnnexp/serving/requests.py).
         first, second = example_images[0], example_images[min(1, len(example_images) - 1)]
         example = pd.DataFrame({IMAGE_COLUMN: [encode_image(first), None], PIXELS_COLUMN: [None, second.tolist()]})
-        # An in-memory instance computes the example output; the logged model is built from code
-        # (serving/entry.py) and the saved .keras file, so no pickle travels with it.
-        probe = ImageClassifier()
-        probe.model, probe.class_names, probe.input_shape = model, list(class_names), tuple(meta["input_shape"])
-        outputs = infer_signature(None, probe.predict(None, example)).outputs
-        signature = ModelSignature(inputs=input_schema(), outputs=outputs)
+        # The logged model is built from code (serving/entry.py) and the saved .keras file, so no
+        # pickle travels with it.
+        signature = ModelSignature(inputs=input_schema(), outputs=OUTPUT_SCHEMA)
         mlflow.pyfunc.log_model(
             name="model",
             python_model=str(Path(__file__).with_name("entry.py")),

@@ -24,6 +24,8 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
 from PIL import Image, UnidentifiedImageError
 
+from cnnexp.data.images import read_image
+
 IMAGE_COLUMN = "image"
 PIXELS_COLUMN = "pixels"
 # Larger arrays are almost certainly a client bug, and a 10k x 10k list would exhaust memory.
@@ -58,7 +60,7 @@ def _missing(value: Any) -> bool:
 
 
 def decode_image(value: Any, row: int) -> Image.Image:
-    """Base64 text (or raw bytes, from Python callers) of a PNG/JPEG file -> PIL image."""
+    """Base64 text (or raw bytes, from Python callers) of an image file -> upright PIL image."""
     if isinstance(value, (bytes, bytearray)):
         raw = bytes(value)
     elif isinstance(value, str):
@@ -73,9 +75,7 @@ def decode_image(value: Any, row: int) -> Image.Image:
     if not raw:
         raise bad_input(f"row {row}: '{IMAGE_COLUMN}' is empty")
     try:
-        with Image.open(io.BytesIO(raw)) as img:
-            img.load()
-            return img.copy()
+        return read_image(io.BytesIO(raw))
     except UnidentifiedImageError:
         raise bad_input(f"row {row}: '{IMAGE_COLUMN}' is not a PNG or JPEG image") from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:

@@ -96,9 +96,8 @@ def run_id_of_model_version(name: str, version: str) -> str:
             else client.get_model_version_by_alias(name, version)
         )
     except MlflowException as e:
-        raise RunError(
-            f"registered model {name!r} version {version!r} not found ({e.message.splitlines()[0]})"
-        ) from None
+        what = f"version {version!r}" if version.isdigit() else f"alias {version!r}"
+        raise RunError(f"registered model {name!r} {what} not found ({e.message.splitlines()[0]})") from None
     if not mv.run_id:
         raise RunError(f"registered model {name!r} version {version} has no source run to analyse")
     return mv.run_id

@@ -17,6 +17,7 @@ from typing import TypeVar
 import mlflow
 
 import cnnexp
+from cnnexp.errors import Terminated
 from cnnexp.tracking import tags
 
 T = TypeVar("T")
@@ -39,8 +40,17 @@ def git_commit() -> str:
 
 def use_experiment(name: str) -> None:
     """Select the experiment, unless `mlflow run` already chose the run (and with it the experiment)."""
-    if not os.environ.get("MLFLOW_RUN_ID"):
-        mlflow.set_experiment(name)
+    if os.environ.get("MLFLOW_RUN_ID"):
+        mark_model_development(mlflow.MlflowClient().get_run(os.environ["MLFLOW_RUN_ID"]).info.experiment_id)
+    else:
+        mark_model_development(mlflow.set_experiment(name).experiment_id)
+
+
+def mark_model_development(experiment_id: str) -> None:
+    """Tag the experiment as model training, so the MLflow UI opens it on its runs table."""
+    client = mlflow.MlflowClient()
+    if tags.EXPERIMENT_KIND not in client.get_experiment(experiment_id).tags:  # a user's own choice stays
+        client.set_experiment_tag(experiment_id, tags.EXPERIMENT_KIND, tags.KIND_MODEL_DEVELOPMENT)
 
 
 @contextmanager
@@ -54,9 +64,9 @@ def ends_with_status(run_id: str, end: Callable[[str], None]) -> Iterator[None]:
     try:
         yield
         status = "FINISHED"
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM under the CLI (cnnexp.errors.Terminated)
         status = "KILLED"
-        tag_failure(run_id, "interrupted (KeyboardInterrupt)")
+        tag_failure(run_id, f"interrupted ({str(e) or 'KeyboardInterrupt'})")
         raise
     except BaseException as e:
         tag_failure(run_id, f"{type(e).__name__}: {e}")
@@ -73,13 +83,16 @@ def tracked_run(
     run_id: str | None = None,
     parent_run_id: str | None = None,
     tags: dict[str, str] | None = None,
+    log_system_metrics: bool | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """Start (or resume) an active run and always end it with an explicit status.
 
     MLflow's own context manager ends a Ctrl-C'd run as FAILED; users expect KILLED. The failure
     reason is tagged so the MLflow UI shows why a run failed without digging through logs.
     """
-    run = mlflow.start_run(run_id=run_id, run_name=run_name, parent_run_id=parent_run_id, tags=tags)
+    run = mlflow.start_run(
+        run_id=run_id, run_name=run_name, parent_run_id=parent_run_id, tags=tags, log_system_metrics=log_system_metrics
+    )
 
     def end(status: str) -> None:
         # end_run ends the *active* run; make sure that is ours even if a nested one leaked.
@@ -129,6 +142,8 @@ def interrupts_deferred() -> Iterator[None]:
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+        if signal.SIGTERM in caught:
+            raise Terminated
         if caught:
             raise KeyboardInterrupt
 
@@ -158,3 +173,17 @@ def retry(
 def retry_locked(fn: Callable[[], T]) -> T:
     """Retry an MLflow call that hit SQLite's "database is locked" under concurrent workers."""
     return retry(fn)
+
+
+def leave_launcher_run() -> str | None:
+    """Under `mlflow run`, its run id is in the environment and the next start_run would resume it:
+    take it out, so the command's runs go where they go without `mlflow run`; returns that id."""
+    return os.environ.pop("MLFLOW_RUN_ID", None)
+
+
+def point_launcher(run_id: str | None, run_tags: dict[str, str]) -> None:
+    """Tag the `mlflow run` launcher run (if any) as such, pointing at the runs that hold the record."""
+    if run_id:
+        client = mlflow.MlflowClient()
+        for key, value in {tags.ROLE: tags.ROLE_LAUNCHER, **run_tags}.items():
+            client.set_tag(run_id, key, value)

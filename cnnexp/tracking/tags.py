@@ -28,6 +28,7 @@ SAMPLER = "cnnexp.sampler"
 SPACE_CHANGED = "cnnexp.space_changed"  # the study was resumed with an edited (compatible) space
 SPACE_DIGEST = "cnnexp.space_digest"  # parent: the current space; trial and retrain runs: the one they used
 STUDY_RUN_ID = "cnnexp.study_run_id"  # on a `mlflow run` launcher: the study's parent run
+PROMOTION_RUN_ID = "cnnexp.promotion_run_id"  # on a `mlflow run -e promote` launcher: the promotion run
 TRIAL_NUMBER = "cnnexp.trial_number"
 TRIAL_STATE = "cnnexp.trial_state"
 TRIAL_VALUE = "cnnexp.trial_value"
@@ -39,6 +40,11 @@ BEST_PARAM_PREFIX = "best."  # parent-run tags best.<dotted key> = value
 ROLE_STUDY, ROLE_TRIAL, ROLE_BEST = "study", "trial", "best"
 ROLE_LAUNCHER, ROLE_REPRODUCTION = "launcher", "reproduction"
 
+# MLflow's own experiment tag: which UI an experiment opens on. Without it MLflow 3's UI opens a
+# new experiment on its GenAI pages ("Traces"); cnnexp's runs are model training.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+KIND_MODEL_DEVELOPMENT = "custom_model_development"
+
 # ---------------------------------------------------------------- registered model version tags
 SOURCE_RUN = "cnnexp.source_run"
 TEST_HASH = "cnnexp.test_hash"
@@ -48,11 +54,52 @@ COMPARED_METRIC = "cnnexp.compared_metric"
 COMPARED_WITH = "cnnexp.compared_with"
 WON_ON = "cnnexp.won_on"
 FORCED = "cnnexp.forced"
+# The paired evidence of the decision (deploy/evidence.py), against the champion of that time.
+EVIDENCE_METHOD = "cnnexp.evidence_method"  # exact McNemar | paired bootstrap
+DIFFERENCE = "cnnexp.difference"  # this version minus the champion, on the compared metric
+DIFFERENCE_CI = "cnnexp.difference_ci"  # "[low, high]" at confidence 1 - alpha
+P_VALUE = "cnnexp.p_value"
+ALPHA = "cnnexp.alpha"
+MIN_MARGIN = "cnnexp.min_margin"
+ONLY_CHALLENGER_RIGHT = "cnnexp.only_challenger_right"  # test images this version gets right, the champion wrong
+ONLY_CHAMPION_RIGHT = "cnnexp.only_champion_right"
+LATENCY_MS = "cnnexp.latency_ms"  # median single-image predict time, measured at promotion
+CHAMPION_METRIC_PREFIX = "cnnexp.champion_"  # the champion's test metrics, e.g. cnnexp.champion_test_accuracy
+
+# Tags that describe one decision: a version promoted again loses those its new decision does not set.
+DECISION_TAGS = frozenset(
+    {
+        DECISION,
+        DECISION_REASON,
+        COMPARED_METRIC,
+        COMPARED_WITH,
+        WON_ON,
+        FORCED,
+        EVIDENCE_METHOD,
+        DIFFERENCE,
+        DIFFERENCE_CI,
+        P_VALUE,
+        ALPHA,
+        MIN_MARGIN,
+        ONLY_CHALLENGER_RIGHT,
+        ONLY_CHAMPION_RIGHT,
+        LATENCY_MS,
+    }
+)
 
 
 def metric_tag(name: str) -> str:
     """A test metric recorded on a model version, e.g. ``cnnexp.test_accuracy``."""
     return PREFIX + name
+
+
+def champion_metric_tag(name: str) -> str:
+    """The compared champion's test metric recorded on a version, e.g. ``cnnexp.champion_test_accuracy``."""
+    return CHAMPION_METRIC_PREFIX + name
+
+
+def is_decision_tag(key: str) -> bool:
+    return key in DECISION_TAGS or key.startswith(CHAMPION_METRIC_PREFIX)
 
 
 # ---------------------------------------------------------------- Optuna study and trial attributes

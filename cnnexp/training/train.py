@@ -28,15 +28,18 @@ from cnnexp.config import ANNEALING_SCHEDULES, ExperimentConfig, TrainConfig
 from cnnexp.data.pipeline import build_augmenter, make_dataset
 from cnnexp.data.sources import load_dataset
 from cnnexp.data.split import Split, split_dataset
-from cnnexp.errors import TrainingDiverged
+from cnnexp.errors import ConfigError, TrainingDiverged
 from cnnexp.models.cnn import build_model
 from cnnexp.serving.pyfunc import log_image_model
 from cnnexp.tracking import tags
 from cnnexp.tracking.record import CONFIG_ARTIFACT
 from cnnexp.tracking.runs import git_commit, tracked_run, use_experiment
+from cnnexp.training.inputs import log_split_inputs
 from cnnexp.training.schedules import TimeBudget, learning_rate, make_optimizer
 
 log = logging.getLogger(__name__)
+
+CROSSENTROPY = "crossentropy"  # per-epoch plain cross-entropy: history keys crossentropy, val_crossentropy
 
 
 @dataclass
@@ -68,7 +71,8 @@ def compile_model(model: keras.Model, cfg: TrainConfig, steps_per_epoch: int) ->
         optimizer=make_optimizer(cfg, steps_per_epoch),
         # Sparse labels stay ints; label smoothing needs one-hot, so it is applied on the fly.
         loss=_loss(cfg.label_smoothing),
-        metrics=["accuracy"],
+        # Plain cross-entropy next to the (smoothed) loss: val_crossentropy is on test_loss's scale.
+        metrics=["accuracy", keras.metrics.SparseCategoricalCrossentropy(name=CROSSENTROPY)],
     )
 
 
@@ -137,6 +141,18 @@ def run_tags(cfg: ExperimentConfig, split: Split) -> dict[str, str]:
     }
 
 
+def _refuse_autolog_clash(run: mlflow.ActiveRun, cfg: TrainConfig) -> None:
+    """Autolog logs fit's own ``epochs`` and ``batch_size``. Another value already on the run (say
+    ``mlflow run -P epochs=``) would be refused by MLflow, and autolog would then log no per-epoch metrics."""
+    for name, value in (("epochs", cfg.epochs), ("batch_size", cfg.batch_size)):
+        logged = run.data.params.get(name)
+        if logged is not None and logged != str(value):
+            raise ConfigError(
+                f"run {run.info.run_id} already has param {name}={logged!r} but trains with train.{name}={value}: "
+                f"give {name} as the whole number {value}, or leave it out so the config's value is logged"
+            )
+
+
 def fit(
     cfg: ExperimentConfig, split: Split, extra_callbacks: Sequence[keras.callbacks.Callback] = ()
 ) -> tuple[keras.Model, dict[str, list[float]]]:
@@ -175,18 +191,30 @@ def train(
     set_seeds(cfg.train)
     if parent_run_id is None:
         use_experiment(cfg.experiment_name)
-    # One fit per run: autolog refuses a second fit with changed params in the same run.
-    mlflow.keras.autolog(log_models=False, log_datasets=False, silent=True)
-    with tracked_run(cfg.run_name, parent_run_id=parent_run_id, tags=tags) as run:
+    # One fit per run: autolog refuses a second fit with changed params in the same run. Not silent:
+    # MLflow warns when the installed Keras is older than its autolog supports (pyproject pins keras
+    # at or above that minimum). Datasets are logged by log_split_inputs, without the pixels.
+    mlflow.keras.autolog(log_models=False, log_datasets=False)
+    with tracked_run(
+        cfg.run_name, parent_run_id=parent_run_id, tags=tags, log_system_metrics=cfg.train.system_metrics
+    ) as run:
+        _refuse_autolog_clash(run, cfg.train)
         mlflow.log_text(cfg.to_yaml(), CONFIG_ARTIFACT)
         mlflow.log_params(cfg.flat())
         split = split_dataset(load_dataset(cfg.data), cfg.data, cfg.train.seed)
         mlflow.set_tags(run_tags(cfg, split))
+        # A trial never sees the test set: its run does not list it.
+        log_split_inputs(cfg.data.dataset, split, ("train", "val", "test") if evaluate_test else ("train", "val"))
         mlflow.log_params({f"split.{k}_size": v for k, v in split.sizes().items()})
         log.info("split sizes %s, hash %s", split.sizes(), split.split_hash)
 
         model, history = fit(cfg, split, extra_callbacks)
-        metrics = {"best_val_loss": min(history["val_loss"]), "best_val_accuracy": max(history["val_accuracy"])}
+        metrics = {
+            # Plain cross-entropy, as test_loss; with label smoothing the loss fit minimised is higher.
+            "best_val_loss": min(history[f"val_{CROSSENTROPY}"]),
+            "best_val_loss_smoothed": min(history["val_loss"]),
+            "best_val_accuracy": max(history["val_accuracy"]),
+        }
         mlflow.log_metrics(metrics)
         _log_figure(plots.training_curves(history), "plots/training_curves.png")
 
@@ -201,7 +229,8 @@ def train(
                 "plots/confusion_matrix_normalized.png",
             )
             # Mistakes, calibration and a written summary of strengths and limits (analysis/).
-            metrics.update(log_analysis(analyze(result, split.class_names, history), split.x_test))
+            analysis = analyze(result, split.class_names, history, cfg, split.x_test.shape[1:])
+            metrics.update(log_analysis(analysis, split.x_test))
         if log_model:
             log_image_model(model, split.class_names, split.x_test[:2])
         return TrainResult(run.info.run_id, model, history, split, metrics)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import matplotlib
 
@@ -36,18 +38,33 @@ PLOTS = {
 }
 
 
+@contextmanager
+def quiet_category_axes() -> Iterator[None]:
+    """Optuna plots categorical params as strings; matplotlib.category logs an INFO line for every such axis."""
+    logger = logging.getLogger("matplotlib.category")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def log_report(parent_id: str, study: optuna.Study) -> list[str]:
     """Write trials.csv and every plot that the study's trials allow; returns the artifact paths logged."""
     client = mlflow.MlflowClient()
-    logged = []
-    trials = study.get_trials(deepcopy=False)
     frame = study.trials_dataframe()
     retry_locked(lambda: client.log_text(parent_id, frame.to_csv(index=False), TRIALS_CSV))
-    # A resumed space only widens ranges (tuning.space.check_resumable): the latest trial's holds every value.
-    latest = {key: dist for t in trials for key, dist in t.distributions.items()}
+    # A resumed space only widens ranges (tuning.resume.check_resumable): the latest trial's holds every value.
+    latest = {key: dist for t in study.get_trials(deepcopy=False) for key, dist in t.distributions.items()}
     text = json.dumps({k: optuna.distributions.distribution_to_json(d) for k, d in sorted(latest.items())}, indent=2)
     retry_locked(lambda: client.log_text(parent_id, text, DISTRIBUTIONS_JSON))
-    logged += [TRIALS_CSV, DISTRIBUTIONS_JSON]
+    with quiet_category_axes():
+        return [TRIALS_CSV, DISTRIBUTIONS_JSON, *_log_plots(client, parent_id, study)]
+
+
+def _log_plots(client: mlflow.MlflowClient, parent_id: str, study: optuna.Study) -> list[str]:
+    logged = []
     for path, plot in PLOTS.items():
         try:
             with warnings.catch_warnings():

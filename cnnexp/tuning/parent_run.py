@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from cnnexp.errors import ConfigError
 from cnnexp.tracking import tags
-from cnnexp.tracking.runs import MAX_REASON, retry_locked
+from cnnexp.tracking.runs import MAX_REASON, mark_model_development, retry_locked
 from cnnexp.tuning import storage as storages
 from cnnexp.tuning.space import SearchSpace
 
@@ -48,7 +48,9 @@ def trial_tags(study_name: str, number: int, space_digest: str | None = None) ->
 
 def experiment_id(name: str) -> str:
     """The experiment for a new study: `mlflow run`'s (from the environment) or the named one."""
-    return os.environ.get("MLFLOW_EXPERIMENT_ID") or retry_locked(lambda: mlflow.set_experiment(name)).experiment_id
+    exp_id = os.environ.get("MLFLOW_EXPERIMENT_ID") or retry_locked(lambda: mlflow.set_experiment(name)).experiment_id
+    retry_locked(lambda: mark_model_development(exp_id))
+    return exp_id
 
 
 def ensure_parent_run(
@@ -260,10 +262,3 @@ def _active_workers(study: optuna.Study, count_dead: bool = False) -> list[str]:
         and state == tags.WORKER_ACTIVE
         and (count_dead or storages.worker_alive(key.removeprefix(tags.WORKER_STATE_PREFIX)))
     ]
-
-
-def point_launcher(run_id: str, study_name: str, parent_id: str) -> None:
-    client = mlflow.MlflowClient()
-    run_tags = {tags.STUDY: study_name, tags.ROLE: tags.ROLE_LAUNCHER, tags.STUDY_RUN_ID: parent_id}
-    for key, value in run_tags.items():
-        retry_locked(lambda k=key, v=value: client.set_tag(run_id, k, v))

@@ -20,7 +20,7 @@ from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrial
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, ProgrammingError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError
 
 from cnnexp.errors import ConfigError
 from cnnexp.tracking import tags
@@ -116,10 +116,14 @@ def make_storage(
     races = ("locked", "duplicate key", "already exists")
     try:
         return retry(open_rdb, when=races, errors=(OperationalError, IntegrityError, ProgrammingError), attempts=5)
-    except (NoSuchModuleError, OperationalError, ModuleNotFoundError) as e:
-        # an unknown dialect (foo://), a missing driver, a server that refuses the connection
-        reason = str(getattr(e, "orig", None) or e).splitlines()[0]
-        raise ConfigError(f"storage {display_url(url)!r} cannot be opened: {reason}") from None
+    except (ArgumentError, ImportError) as e:  # an unknown dialect (foo://) or a driver not installed
+        raise ConfigError(
+            f"storage {display_url(url)!r} cannot be opened ({str(e).splitlines()[0]}); "
+            "use sqlite:///FILE, postgresql+psycopg://USER@HOST/DB or journal:PATH"
+        ) from None
+    except OperationalError as e:  # unreachable server, unwritable file: not a bug
+        message = str(e.orig or e).splitlines()[0]
+        raise ConfigError(f"storage {display_url(url)!r} cannot be opened: {message}") from None
 
 
 def read_only_storage(url: str) -> optuna.storages.BaseStorage:

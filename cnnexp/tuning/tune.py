@@ -22,7 +22,14 @@ from optuna_integration import KerasPruningCallback
 
 from cnnexp.errors import ConfigError
 from cnnexp.tracking import tags
-from cnnexp.tracking.runs import MAX_REASON, interrupts_deferred, marked_running, retry_locked
+from cnnexp.tracking.runs import (
+    MAX_REASON,
+    interrupts_deferred,
+    leave_launcher_run,
+    marked_running,
+    point_launcher,
+    retry_locked,
+)
 from cnnexp.training.train import TrainResult, train
 from cnnexp.tuning import parent_run
 from cnnexp.tuning import storage as storages
@@ -34,6 +41,9 @@ log = logging.getLogger(__name__)
 
 # The per-epoch metric reported to the pruner and the summary metric train() returns for it.
 SUMMARY_METRIC = {"val_accuracy": "best_val_accuracy", "val_loss": "best_val_loss"}
+# Both on one scale: best_val_loss is the plain cross-entropy, whose per-epoch metric is val_crossentropy
+# (val_loss itself includes label smoothing).
+EPOCH_METRIC = {"val_accuracy": "val_accuracy", "val_loss": "val_crossentropy"}
 
 
 @dataclass
@@ -81,9 +91,7 @@ class _PruneBetweenEpochs(KerasPruningCallback):
 def tune(opts: TuneOptions) -> TuneResult:
     """Run (or join, or resume) the study: every step below leaves a record that the next one trusts."""
     space = _checked_space(opts)  # a bad space or option fails here, before any study or run exists
-    # Under `mlflow run`, its run id is in the environment and the next start_run would resume it:
-    # take it out so trials get runs of their own, and point that launcher run at the study.
-    launcher_run_id = os.environ.pop("MLFLOW_RUN_ID", None)
+    launcher_run_id = leave_launcher_run()  # trials get runs of their own; the launcher points at the study
     study, storage, created = _open_study(opts, space)
     parent_id = _open_parent_run(study, created, storage, space, opts, launcher_run_id)
     last_out = parent_run.join_workers(study)  # before the sweep: a dead worker's entry is cleaned now
@@ -108,6 +116,8 @@ def _checked_space(opts: TuneOptions) -> SearchSpace:
     space = load_space(opts.space)
     if opts.n_trials < 0:
         raise ConfigError(f"n_trials={opts.n_trials} must be >= 0")
+    if opts.timeout is not None and opts.timeout <= 0:
+        raise ConfigError(f"timeout={opts.timeout:g} must be a positive number of seconds (or not given)")
     parent_run.check_study_name(opts.study_name)
     return space
 
@@ -167,8 +177,7 @@ def _open_parent_run(
     experiment_id = client.get_run(parent_id).info.experiment_id
     retry_locked(lambda: mlflow.set_experiment(experiment_id=experiment_id))
     retry_locked(lambda: client.set_tag(parent_id, tags.SAMPLER, opts.sampler))
-    if launcher_run_id:
-        parent_run.point_launcher(launcher_run_id, opts.study_name, parent_id)
+    point_launcher(launcher_run_id, {tags.STUDY: opts.study_name, tags.STUDY_RUN_ID: parent_id})
     return parent_id
 
 
@@ -215,7 +224,7 @@ def _objective(space: SearchSpace, study_name: str, parent_id: str):
         try:
             sampled = sample(trial, space)
             cfg = space.config(sampled, extra={"run_name": f"{study_name}-trial-{trial.number}"})
-            pruning = _PruneBetweenEpochs(trial, space.objective)
+            pruning = _PruneBetweenEpochs(trial, EPOCH_METRIC[space.objective])
             result = train(
                 cfg,
                 parent_run_id=parent_id,

@@ -5,15 +5,13 @@ from __future__ import annotations
 import base64
 import io
 import os
-import shutil
 
+import mlflow
 import pandas as pd
 import pytest
 import requests
 from conftest import APP_LIMIT_MB as LIMIT_MB
 from PIL import Image
-
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
 def _png_bytes(champion_store, i: int = 0, size=(40, 40), mode="RGB", fmt="PNG") -> bytes:
@@ -69,33 +67,6 @@ def test_json_endpoint_errors(app_url, champion_store, case, status, message):
     assert requests.get(app_url + "/health", timeout=10).json()["status"] == "ok"
 
 
-@pytest.fixture
-def browser(tmp_path):
-    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium and chromium-driver must be installed in CI (.ci/run installs them)")
-        pytest.skip("needs Debian's chromium and chromium-driver")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-    yield driver
-    driver.quit()
-
-
 def _upload(driver, url: str, path) -> None:
     from selenium.webdriver.common.by import By
 
@@ -127,6 +98,30 @@ def test_page_shows_top_classes_for_an_uploaded_image(app_url, browser, champion
     assert first_label == str(champion_store["expected"][0])
     assert percents == sorted(percents, reverse=True) and 0 < percents[0] <= 100
     assert not browser.find_element(By.ID, "error").is_displayed()
+    # the bars line up: one column, one width, whatever the label's or the percentage's length
+    meters = [r.find_element(By.TAG_NAME, "meter") for r in rows]
+    assert len({m.location["x"] for m in meters}) == 1 and len({m.size["width"] for m in meters}) == 1
+    assert len({r.find_element(By.CLASS_NAME, "probability").location["x"] for r in rows}) == 1
+    # and the page says what it serves
+    served = browser.find_element(By.ID, "model").text
+    accuracy = _served_accuracy(champion_store)
+    assert served == f"Model digits-test version {champion_store['version']} @champion · test accuracy {accuracy}"
+
+
+def _served_accuracy(champion_store) -> str:
+    """The champion's test accuracy as promotion recorded it on the version, as the page shows it."""
+    import mlflow
+
+    client = mlflow.MlflowClient(champion_store["uri"])
+    value = float(client.get_model_version("digits-test", champion_store["version"]).tags["cnnexp.test_accuracy"])
+    return f"{100 * value:.1f}%"
+
+
+def test_model_endpoint_says_what_is_served(app_url, champion_store):
+    info = requests.get(app_url + "/api/model", timeout=30).json()
+    assert info["uri"] == champion_store["model_uri"] and info["name"] == "digits-test"
+    assert info["alias"] == "champion" and info["version"] == str(champion_store["version"])
+    assert f"{100 * info['test_accuracy']:.1f}%" == _served_accuracy(champion_store)
 
 
 def test_page_shows_a_clear_error_for_a_bad_file(app_url, browser, tmp_path):
@@ -146,3 +141,39 @@ def test_app_refuses_a_model_it_cannot_load(tracking, capsys):
     assert main(["app", "--model", "models:/no-such-model@champion"]) == 1
     err = capsys.readouterr().err
     assert "cannot load model 'models:/no-such-model@champion'" in err and "Traceback" not in err
+
+
+def test_describe_model_by_version_by_run_and_unknown(champion_store):
+    from conftest import tracking_store
+
+    from cnnexp.deploy.model_info import describe_model
+
+    run_id, version = champion_store["run_id"], str(champion_store["version"])
+    with tracking_store(champion_store["root"], champion_store["uri"]):
+        by_version = describe_model(f"models:/digits-test/{version}")
+        by_run = describe_model(f"runs:/{run_id}/model")
+        unknown = describe_model("models:/no-such-model@champion")
+        trained = mlflow.get_run(run_id).data.metrics["test_accuracy"]
+    assert (by_version["name"], by_version["version"], by_version["alias"]) == ("digits-test", version, None)
+    assert f"{100 * by_version['test_accuracy']:.1f}%" == _served_accuracy(champion_store)
+    assert by_run["name"] == f"run {run_id}" and by_run["test_accuracy"] == trained  # the run's own measurement
+    assert unknown == {"uri": "models:/no-such-model@champion", "name": None, "version": None, "alias": None,
+                       "test_accuracy": None}  # fmt: skip
+
+
+def test_a_sideways_16_bit_png_classifies_as_its_upright_8_bit_self(app_url, champion_store):
+    """Over HTTP: EXIF orientation 6 and a 16-bit range change the file, not what the model sees."""
+    import numpy as np
+
+    digit = champion_store["x_test"][3][..., 0]
+    upright = io.BytesIO()
+    Image.fromarray(digit).save(upright, format="PNG")
+    sideways = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned left; viewers turn it right again
+    Image.fromarray(np.rot90(digit).astype(np.uint16) * 257).save(sideways, format="PNG", exif=exif)
+    answers = [
+        requests.post(app_url + "/api/predict", data=f.getvalue(), timeout=60).json() for f in (upright, sideways)
+    ]
+    assert answers[0]["class_index"] == champion_store["expected"][3]
+    assert answers[1] == answers[0]

@@ -1,4 +1,6 @@
 import json
+import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import keras
@@ -10,7 +12,7 @@ import yaml
 
 from cnnexp.config import build_config
 from cnnexp.errors import ConfigError, TrainingDiverged
-from cnnexp.serving.pyfunc import encode_image
+from cnnexp.serving.pyfunc import OUTPUT_SCHEMA, encode_image
 from cnnexp.tracking import tags
 from cnnexp.training import schedules
 from cnnexp.training.schedules import TimeBudget, learning_rate
@@ -24,11 +26,27 @@ def _artifacts(client, run_id, path=""):
     return out
 
 
-def test_tracked_training_run(tracking, tiny_config):
+def test_tracked_training_run(tracking, tiny_config, monkeypatch):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")  # MLflow's default, 10 s, outlasts the run
     result = train(tiny_config)
     client = mlflow.MlflowClient()
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
+    assert client.get_experiment(run.info.experiment_id).tags[tags.EXPERIMENT_KIND] == "custom_model_development"
+
+    # the split's three parts as MLflow datasets: context, name, a digest of their examples, the files
+    inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
+    assert sorted(inputs) == ["test", "training", "validation"]
+    for context, part in (("training", "train"), ("validation", "val"), ("test", "test")):
+        assert inputs[context].name == f"digits-{context}"
+        assert inputs[context].digest == result.split.part_hash(part)
+        assert json.loads(inputs[context].source)["uri"].endswith("digits.csv.gz")
+        assert json.loads(inputs[context].profile)["features_shape"][0] == result.split.sizes()[part]
+    assert len(set(d.digest for d in inputs.values())) == 3
+
+    # MLflow's system metrics, sampled while the run trained
+    assert client.get_metric_history(result.run_id, "system/cpu_utilization_percentage")
+    assert "system/system_memory_usage_megabytes" in run.data.metrics
 
     # per-epoch metrics from autolog, our test metrics, resolved config params and tags
     history = client.get_metric_history(result.run_id, "val_loss")
@@ -65,7 +83,7 @@ def test_tracked_training_run(tracking, tiny_config):
 def test_logged_model_loads_and_takes_images(tracking, tiny_config):
     result = train(tiny_config)
     model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
-    assert model.metadata.signature is not None
+    assert model.metadata.signature.outputs == OUTPUT_SCHEMA
     x = result.split.x_test[:5]
     frame = pd.DataFrame({"image": [encode_image(img) for img in x]})
     out = model.predict(frame)
@@ -74,6 +92,24 @@ def test_logged_model_loads_and_takes_images(tracking, tiny_config):
     assert out["class_index"].tolist() == expected.tolist()
     assert out["label"].tolist() == [str(i) for i in expected]
     assert np.allclose([sum(p) for p in out["probabilities"]], 1.0, atol=1e-4)
+    # the declared output schema is what predict really returns; inferring it would warn (class_index is an int)
+    with pytest.warns(UserWarning, match="integer column"):
+        assert mlflow.models.infer_signature(None, out).outputs == OUTPUT_SCHEMA
+
+
+def test_keras_pin_meets_mlflow_autolog_minimum():
+    """mlflow.keras.autolog warns below its minimum Keras; the package never allows one."""
+    from mlflow.utils.autologging_utils.versioning import (
+        get_min_max_version_and_pip_release,
+        is_flavor_supported_for_associated_package_versions,
+    )
+    from packaging.version import Version
+
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    (pin,) = re.findall(r'"keras>=([0-9.]+)"', pyproject)
+    minimum, _, _ = get_min_max_version_and_pip_release("keras")
+    assert Version(pin) >= Version(minimum)
+    assert is_flavor_supported_for_associated_package_versions("keras", check_max_version=False)
 
 
 def test_same_seed_same_result(tracking, tiny_config):
@@ -83,7 +119,8 @@ def test_same_seed_same_result(tracking, tiny_config):
     assert a.metrics["test_loss"] == pytest.approx(b.metrics["test_loss"], abs=1e-6)
 
 
-def test_options_train(tracking, tiny_overrides):
+def test_options_train(tracking, tiny_overrides, monkeypatch):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")
     cfg = build_config(
         overrides={
             **tiny_overrides,
@@ -94,6 +131,7 @@ def test_options_train(tracking, tiny_overrides):
             "data.train_subset": 300,
             "data.augment.shift": 0.1,
             "train.precision": "mixed_bfloat16",
+            "train.system_metrics": "false",
         }
     )
     rates = []  # the optimizer's learning rate after each epoch's last step
@@ -104,6 +142,8 @@ def test_options_train(tracking, tiny_overrides):
 
     result = train(cfg, extra_callbacks=[RecordRate()])
     assert result.split.sizes()["train"] == 300
+    metrics = mlflow.MlflowClient().get_run(result.run_id).data.metrics
+    assert "test_accuracy" in metrics and not any(name.startswith("system/") for name in metrics)
     assert 0.0 <= result.metrics["test_accuracy"] <= 1.0
     # Each option took effect: residual Add layers, one per block; AdamW with the configured weight
     # decay; a cosine decay from the configured rate to zero over all steps, read at every epoch end.
@@ -213,3 +253,17 @@ def test_time_budget_follows_steps_when_they_run_out_first(tiny_overrides):
     assert budget.progress() == pytest.approx(0.5, abs=1e-3)
     with pytest.raises(ConfigError, match="time_budget_minutes"):
         build_config(overrides={**tiny_overrides, "train.time_budget_minutes": -1})
+
+
+def test_a_clashing_epochs_param_fails_the_run_before_training(tracking, tiny_config, monkeypatch):
+    """`mlflow run -P epochs=` logs epochs=''; autolog's own epochs would then be refused, and with it every
+    per-epoch metric. The run fails at once, saying so, instead of training without a history."""
+    mlflow.set_experiment("tests")
+    launcher = mlflow.MlflowClient().create_run(mlflow.get_experiment_by_name("tests").experiment_id)
+    mlflow.MlflowClient().log_param(launcher.info.run_id, "epochs", "")
+    monkeypatch.setenv("MLFLOW_RUN_ID", launcher.info.run_id)  # as `mlflow run` hands its run over
+    with pytest.raises(ConfigError, match="already has param epochs='' but trains with train.epochs=2"):
+        train(tiny_config)
+    run = mlflow.get_run(launcher.info.run_id)
+    assert run.info.status == "FAILED" and "ConfigError" in run.data.tags[tags.FAILURE_REASON]
+    assert "val_loss" not in run.data.metrics

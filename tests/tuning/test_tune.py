@@ -1,6 +1,7 @@
 """Studies end to end on digits with tiny models: nesting, resume, pruning, failures, heartbeats."""
 
 import io
+import logging
 import os
 import signal
 import subprocess
@@ -16,11 +17,12 @@ import yaml
 from optuna.trial import TrialState, create_trial
 
 from cnnexp.cli import main
+from cnnexp.errors import ConfigError
 from cnnexp.tracking import tags
 from cnnexp.tuning.parent_run import best_trial
 from cnnexp.tuning.tune import TuneOptions, tune
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 TINY_SPACE = {
     "dataset": "digits",
@@ -58,7 +60,8 @@ def artifact(run_id: str, path: str) -> str:
     return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path)
 
 
-def test_study_nests_trials_retrains_best_and_resumes(tracking, tmp_path, capsys):
+def test_study_nests_trials_retrains_best_and_resumes(tracking, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")  # sampled within a trial's seconds
     space = write_space(tmp_path)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     argv = ["tune", "--space", str(space), "--study-name", "nest", "--storage", storage, "--seed", "3"]
@@ -73,6 +76,8 @@ def test_study_nests_trials_retrains_best_and_resumes(tracking, tmp_path, capsys
     assert study.user_attrs["mlflow_parent_run_id"] == parent_id
     assert parent.info.status == "FINISHED"
     assert parent.data.tags[tags.STORAGE] == storage
+    experiment = mlflow.get_experiment(parent.info.experiment_id)
+    assert experiment.tags[tags.EXPERIMENT_KIND] == tags.KIND_MODEL_DEVELOPMENT  # the UI opens on the runs
 
     trials = {int(r.data.tags[tags.TRIAL_NUMBER]): r for r in runs["trial"]}
     assert sorted(trials) == [0, 1]
@@ -86,6 +91,9 @@ def test_study_nests_trials_retrains_best_and_resumes(tracking, tmp_path, capsys
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [0, 1]
         assert t.value == pytest.approx(run.data.metrics["best_val_accuracy"])
         assert not any(name.startswith("test_") for name in run.data.metrics)  # the objective never sees test
+        contexts = {d.tags[0].value: d.dataset.name for d in run.inputs.dataset_inputs}
+        assert contexts == {"training": "digits-training", "validation": "digits-validation"}  # and no test set
+        assert "system/cpu_utilization_percentage" in run.data.metrics
 
     # the parent's report: best value and params, trials table, Optuna's plots
     best = max(study.trials, key=lambda t: t.value)
@@ -327,6 +335,59 @@ def test_ctrl_c_leaves_the_study_consistent_and_resumable(tracking, tmp_path):
     assert [t.state for t in result.study.trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     assert mlflow.MlflowClient().get_run(result.parent_run_id).info.status == "FINISHED"
     _assert_no_run_left_running("int")
+
+
+@pytest.mark.slow  # a worker process is started and terminated mid-trial, as for Ctrl-C above
+def test_sigterm_ends_the_study_and_trial_killed(tracking, tmp_path):
+    """`kill`, `timeout` and job schedulers send SIGTERM: handled like Ctrl-C, exit 128 + 15."""
+    space = write_space(tmp_path, trials={"epochs": 200})
+    worker = _cnnexp("--space", str(space), "--study-name", "term", "--storage", f"sqlite:///{tmp_path / 'o.db'}",
+                     "--n-trials", "2", tmp_path=tmp_path, tracking=tracking)  # fmt: skip
+    _wait_mid_trial("term", worker)
+    worker.terminate()  # SIGTERM
+    out = worker.communicate(timeout=120)[0]
+    assert worker.returncode == 143 and "cnnexp: terminated (SIGTERM)" in out, out[-3000:]
+    (trial,) = optuna.load_study(study_name="term", storage=f"sqlite:///{tmp_path / 'o.db'}").trials
+    assert trial.state == TrialState.FAIL
+    runs = study_runs("term")
+    assert runs["trial"][0].info.status == "KILLED" and runs["study"][0].info.status == "KILLED"
+    assert runs["trial"][0].data.tags[tags.FAILURE_REASON] == "interrupted (SIGTERM)"
+    _assert_no_run_left_running("term")
+
+
+def test_tune_values_are_refused_in_one_line(tracking, tmp_path, capsys):
+    space = str(write_space(tmp_path))
+    with pytest.raises(SystemExit) as exit_:
+        main(["tune", "--space", space, "--n-trials", "1", "--timeout", "-5"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: cnnexp tune" in err and "argument --timeout: '-5' is not allowed: must be above 0" in err
+    with pytest.raises(ConfigError, match="--timeout -5 must be a positive number of seconds"):
+        tune(TuneOptions(space, "lib", n_trials=1, timeout=-5))
+    assert main(["tune", "--space", space, "--n-trials", "1", "--storage", "foo://bar"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cnnexp: configuration error: --storage 'foo://bar' cannot be opened (Can't load plugin")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
+
+
+def test_study_plots_log_no_matplotlib_chatter(tracking, caplog):
+    """Optuna plots categorical params as strings; matplotlib.category announced each one at INFO (8 lines a study)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from cnnexp.tuning.artifacts import log_report
+
+    caplog.set_level(logging.INFO)  # as the CLI logs
+    study = optuna.create_study()
+    dists = {"model.filters": CategoricalDistribution([4, 8]), "train.learning_rate": FloatDistribution(1e-3, 1e-2)}
+    for i, (filters, rate) in enumerate([(4, 2e-3), (8, 5e-3), (4, 8e-3)]):
+        params = {"model.filters": filters, "train.learning_rate": rate}
+        study.add_trial(create_trial(params=params, distributions=dists, value=0.1 * i, intermediate_values={0: i}))
+    mlflow.set_experiment("plots")
+    with mlflow.start_run() as parent:
+        logged = log_report(parent.info.run_id, study)
+    assert "plots/slice.png" in logged and "plots/parallel_coordinate.png" in logged
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("matplotlib")] == []
 
 
 def _storage(url: str):

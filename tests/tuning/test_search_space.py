@@ -9,7 +9,7 @@ from cnnexp.cli import main
 from cnnexp.errors import SearchSpaceError
 from cnnexp.tuning.space import load_space, sample
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 VALID = {
     "dataset": "digits",

@@ -19,7 +19,7 @@ from servers import free_port, running, server_env
 
 from cnnexp.serving.pyfunc import encode_image
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 @pytest.fixture

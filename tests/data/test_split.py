@@ -1,9 +1,12 @@
 import numpy as np
+import pytest
 from formats import write_idx_dataset
+from PIL import Image
 
 from cnnexp.config import build_config
 from cnnexp.data.sources import load_dataset
 from cnnexp.data.split import split_dataset
+from cnnexp.errors import DataError
 
 
 def _split(seed=0, **overrides):
@@ -43,3 +46,13 @@ def test_train_subset_caps_only_training():
     assert small.sizes()["val"] == full.sizes()["val"] and small.sizes()["test"] == full.sizes()["test"]
     assert set(small.y_train) == set(range(10))
     assert small.split_hash != full.split_hash
+
+
+def test_a_class_too_small_to_split_is_named_by_its_folder(tmp_path):
+    for name, count in (("cats", 6), ("dogs", 6), ("zebras", 1)):
+        (tmp_path / name).mkdir()
+        for i in range(count):
+            Image.new("L", (4, 4), 40 * i).save(tmp_path / name / f"{i}.png")
+    with pytest.raises(DataError, match="each class needs at least 2 images here: 'zebras' has 1") as err:
+        _split(**{"data.dataset": f"folder:{tmp_path}"})
+    assert "[2]" not in str(err.value)

@@ -272,7 +272,7 @@ def test_n_trials_0_with_an_unknown_study_creates_nothing(tracking, tmp_path, fa
             "'sqlite:////nonexistent/dir/x.db': folder /nonexistent/dir does not exist",
         ),
         ("journal:/nonexistent/dir/x.log", "'journal:/nonexistent/dir/x.log': folder /nonexistent/dir does not exist"),
-        ("foo://bar", "'foo://bar' cannot be opened: Can't load plugin: sqlalchemy.dialects:foo"),
+        ("foo://bar", "'foo://bar' cannot be opened (Can't load plugin: sqlalchemy.dialects:foo)"),
     ],
 )
 def test_bad_storage_urls_are_one_line_errors(tracking, tmp_path, capsys, url, reason):

@@ -11,7 +11,7 @@ from PIL import Image
 from cnnexp.cli import main
 from cnnexp.tracking import tags
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_explore_writes_and_logs_files(tracking, tmp_path, capsys):

@@ -161,3 +161,79 @@ def test_runs_table_compares_by_metric(store, capsys):
     assert accuracy in lines[ids.index(result.run_id) + 1]
     assert main(["runs", "--experiment", "nope"]) == 1
     assert "no experiment named 'nope'" in capsys.readouterr().err
+
+
+def test_validation_and_test_loss_share_one_scale(store):
+    """best_val_loss is plain cross-entropy like test_loss; the label-smoothed one is named so (TINY smooths 0.1)."""
+    root, result = store
+    client = mlflow.MlflowClient()
+    metrics = mlflow.get_run(result.run_id).data.metrics
+    plain = [m.value for m in client.get_metric_history(result.run_id, "val_crossentropy")]
+    smoothed = [m.value for m in client.get_metric_history(result.run_id, "val_loss")]
+    assert len(plain) == len(smoothed) == TINY["train.epochs"]
+    assert metrics["best_val_loss"] == pytest.approx(min(plain))
+    assert metrics["best_val_loss_smoothed"] == pytest.approx(min(smoothed))
+    assert metrics["best_val_loss_smoothed"] > metrics["best_val_loss"]  # smoothing adds its own floor
+    from cnnexp.reports.run import report_run
+
+    text = report_run(result.run_id, root / "r-scale", log=False).markdown.read_text()
+    assert "best_val_loss is plain cross-entropy, as test_loss" in text
+
+
+def test_runs_table_sorts_shows_and_refuses(store, capsys):
+    _, result = store
+    mlflow.set_experiment("tests")
+    with mlflow.start_run(tags={tags.KIND: "exploration"}) as exploration:  # as `cnnexp explore` tags its runs
+        mlflow.log_param("data.dataset", "digits")
+    try:
+        # Losses and calibration errors sort ascending (best first), and the sort column is shown.
+        assert main(["runs", "--experiment", "tests", "--sort", "test_ece", "--metrics", "test_accuracy"]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()
+        assert lines[0].split()[:5] == ["run_id", "run_name", "status", "test_ece", "test_accuracy"]
+        ece = [float(line.split()[3]) for line in lines[1:]]
+        assert ece == sorted(ece)
+        # Training runs only by default: the exploration run appears only when asked for.
+        assert exploration.info.run_id not in "\n".join(lines)
+        assert main(["runs", "--experiment", "tests", "--kind", "exploration", "--metrics", ""]) == 0
+        assert exploration.info.run_id in capsys.readouterr().out
+        # Unknown names are refused in one line that lists the known ones.
+        for argv, message in (
+            (["--sort", "nosuch"], "metric 'nosuch' not logged by any of these runs; known: "),
+            (["--metrics", "test_accuracy,nosuch"], "metric 'nosuch' not logged"),
+            (["--params", "nosuch"], "param 'nosuch' not logged"),
+            (["--filter", "garbage ==="], "filter 'garbage ===' is not a valid MLflow search filter"),
+            (["--filter", "metrics.test_accuracy > abc"], "Expected numeric value type for metric. Found abc"),
+        ):
+            assert main(["runs", "--experiment", "tests", *argv]) == 2
+            err = capsys.readouterr().err
+            assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
+    finally:
+        mlflow.delete_run(exploration.info.run_id)
+
+
+def test_model_report_keeps_the_run_report_and_names_a_missing_alias(store, capsys):
+    root, result = store
+    client = mlflow.MlflowClient()
+    if not client.search_registered_models("name = 'digits-report'"):
+        mlflow.register_model(f"runs:/{result.run_id}/model", "digits-report")
+    client.set_registered_model_alias("digits-report", "champion", "1")
+    assert main(["report", "--run", result.run_id, "--out", str(root / "r-run")]) == 0
+    assert main(["report", "--model", "models:/digits-report@champion", "--out", str(root / "r-model")]) == 0
+    assert "under report/models/digits-report-v1/ of run" in capsys.readouterr().out
+    logged = _artifacts(result.run_id, "report")
+    assert "report/report.md" in logged and "report/models/digits-report-v1/report.md" in logged
+    run_report = mlflow.artifacts.load_text(f"runs:/{result.run_id}/report/report.md")
+    assert "registered version" not in run_report  # the run's own report was not overwritten
+    assert main(["report", "--model", "models:/digits-report@nope", "--no-log"]) == 1
+    assert "registered model 'digits-report' alias 'nope' not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["report", "explore"])
+def test_an_unusable_out_folder_is_one_line(store, command, capsys):
+    _, result = store
+    target = ["--run", result.run_id] if command == "report" else ["--dataset", "digits"]
+    before = len(mlflow.search_runs(search_all_experiments=True))
+    assert main([command, *target, "--out", "/dev/null/x"]) == 2
+    err = capsys.readouterr().err
+    assert err == "cnnexp: configuration error: output folder '/dev/null/x' cannot be created: Not a directory\n"
+    assert len(mlflow.search_runs(search_all_experiments=True)) == before  # failed before any run started

@@ -101,3 +101,33 @@ def test_findings_name_weakest_class_confusion_and_calibration():
     assert "Overfitting" in text and "gap of 9.0 points" in text
     assert "Miscalibrated (overconfident)" in text
     assert set(f) == {"strengths", "limitations", "next steps"} and f["next steps"]
+
+
+CAPACITY_LIMITED = {"accuracy": [0.85, 0.89, 0.9], "val_accuracy": [0.9, 0.93, 0.92], "val_loss": [0.3, 0.2, 0.25]}
+UNDERFIT = {"accuracy": [0.5, 0.6, 0.7], "val_accuracy": [0.5, 0.62, 0.71], "val_loss": [1.2, 1.0, 0.9]}
+
+
+def _advice(history: dict, overrides: dict, input_shape: tuple[int, int, int]) -> str:
+    from cnnexp.config import build_config
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 60)
+    probs = np.eye(3)[(y + (rng.random(60) < 0.2)) % 3] * 0.9 + 0.1 / 3
+    cfg = build_config(overrides=overrides)
+    return " ".join(sum(findings(analyze(_evaluation(probs, y), NAMES, history, cfg, input_shape)).values(), []))
+
+
+@pytest.mark.parametrize("history", [CAPACITY_LIMITED, UNDERFIT], ids=["capacity-limited", "underfit"])
+def test_advice_follows_the_runs_config_and_input_size(history):
+    # digits: no augmentation at all, and 8x8 pixels allow 3 blocks, the default: neither is advised.
+    digits = _advice(history, {"data.dataset": "digits"}, (8, 8, 1))
+    assert "augment" not in digits and "model.blocks" not in digits and "model.filters" in digits
+    assert "data.image_size" not in digits  # built-in datasets come in one size
+    # Fashion-MNIST shifts and flips, and 28x28 allows 4 blocks: both levers are real there.
+    fashion = _advice(history, {"data.dataset": "fashion_mnist"}, (28, 28, 1))
+    assert "model.blocks" in fashion
+    if history is CAPACITY_LIMITED:
+        assert "dropout and augmentation active" in fashion and "data.augment.*" in fashion
+        assert "measured with dropout active" in digits and "model.dropout" in digits
+        bare = _advice(history, {"data.dataset": "digits", "model.dropout": 0, "model.head_dropout": 0}, (8, 8, 1))
+        assert "in training mode" in bare and "dropout" not in bare and "less regularisation" not in bare

@@ -1,0 +1,80 @@
+"""optuna-dashboard on a study's own storage: the live view Optuna users open on a running study.
+
+The storage is the one the study's parent run recorded (tag ``cnnexp.storage``) or any URL given;
+the dashboard reads it as Optuna's own workers do, so trials appear as they finish.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import optuna
+from sqlalchemy.engine import make_url
+
+from cnnexp.errors import ConfigError, RunError
+from cnnexp.tracking import tags
+from cnnexp.tuning.storage import JOURNAL_PREFIX, make_storage
+
+INSTALL_HINT = "pip install 'cnnexp[dashboard]' (or pip install optuna-dashboard)"
+
+
+def recorded_storage(study: str) -> str:
+    """The storage URL the study's parent run recorded."""
+    if not study or "'" in study:
+        raise ConfigError(f"study name {study!r} must be non-empty and contain no quote")
+    runs = mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"tags.`{tags.STUDY}` = '{study}' AND tags.`{tags.ROLE}` = '{tags.ROLE_STUDY}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        output_format="list",
+    )
+    if not runs:
+        raise RunError(
+            f"no parent run of study {study!r} ({tags.ROLE}={tags.ROLE_STUDY}) in the tracking store "
+            f"{mlflow.get_tracking_uri()}; give the study's storage URL instead"
+        )
+    url = runs[0].data.tags.get(tags.STORAGE, "")
+    if not url or "***" in url:
+        raise RunError(f"study {study!r} recorded its storage as {url!r} (password hidden): give the full URL")
+    return url
+
+
+def _storage_file(url: str) -> Path | None:
+    """The file a SQLite or journal storage lives in (None for a database server)."""
+    if url.startswith(JOURNAL_PREFIX):
+        return Path(url[len(JOURNAL_PREFIX) :])
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - make_storage reports a bad URL
+        return None
+    return Path(parsed.database) if parsed.get_backend_name() == "sqlite" and parsed.database else None
+
+
+def open_study_storage(url: str, study: str | None = None) -> tuple[optuna.storages.BaseStorage, int | None]:
+    """The storage (which must exist: opening a missing SQLite file would create an empty one) and the
+    study's id in it, if a study is named."""
+    path = _storage_file(url)
+    if path is not None and not path.is_file():
+        raise ConfigError(
+            f"storage {url!r}: {path.resolve()} does not exist (relative paths are taken from the current "
+            "directory: run this where the study ran, or give an absolute path)"
+        )
+    storage = make_storage(url)
+    if study is None:
+        return storage, None
+    try:
+        return storage, storage.get_study_id_from_name(study)
+    except KeyError:
+        names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage)) or "none"
+        raise ConfigError(f"storage {url!r} holds no study {study!r} (studies: {names})") from None
+
+
+def serve_dashboard(storage: optuna.storages.BaseStorage, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Serve optuna-dashboard until interrupted (blocks)."""
+    try:
+        from optuna_dashboard import run_server
+    except ImportError:
+        raise ConfigError(f"optuna-dashboard is not installed: {INSTALL_HINT}") from None
+    run_server(storage, host=host, port=port)
