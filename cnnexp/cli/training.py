@@ -113,7 +113,10 @@ def _add_tune_args(p: argparse.ArgumentParser) -> None:
         help="retrain the best config on the full training data and test it once (default: on)",
     )
     p.add_argument("--no-retrain-best", dest="retrain_best", action="store_false")
-    p.add_argument("--experiment-name", default="cnnexp", help="MLflow experiment of a new study's runs")
+    p.add_argument(
+        "--experiment-name",
+        help="MLflow experiment of a new study's runs (default: the space's fixed experiment_name, else cnnexp)",
+    )
     p.add_argument(
         "--heartbeat-interval",
         type=bounded(int, 1, empty_ok=False),

@@ -90,6 +90,18 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     return loaders[name]()
 
 
+# The image shape of each built-in dataset, known without loading it: checks run before any training.
+INPUT_SHAPES = {"digits": (8, 8, 1), "mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
+
+
+def input_shape(cfg: DataConfig) -> tuple[int, int, int]:
+    """(height, width, channels) of the images ``cfg`` loads; a folder's come from data.image_size."""
+    if cfg.dataset.startswith(FOLDER_PREFIX):
+        height, width = cfg.image_size or (32, 32)
+        return (height, width, cfg.channels or 3)
+    return INPUT_SHAPES[cfg.dataset]
+
+
 def load_digits() -> Dataset:
     from sklearn.datasets import load_digits as sk_digits
 

@@ -8,13 +8,16 @@ What it reads (written by ``cnnexp tune``):
 - optionally the retrained best run, tagged ``cnnexp.study=<name>`` and ``cnnexp.role=best`` (or
   named by the study run's tag ``cnnexp.best_run_id``).
 
-Parameter importances and plots come from Optuna itself, on the study loaded from its storage;
-when the storage cannot be opened (another machine, a moved file), an equivalent in-memory study is
-rebuilt from ``trials.csv`` so the report still has them.
+Parameter importances and plots come from Optuna itself, on the study loaded (read-only) from its
+storage, provided it is the study this parent run recorded; when the storage cannot be opened
+(another machine, a moved file) or holds another study of that name, the same study is rebuilt in
+memory from ``trials.csv`` and ``distributions.json`` so the report still has them. A report never
+writes into a storage nor creates one.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +32,14 @@ from cnnexp.analysis.files import output_dir, save_figure
 from cnnexp.errors import RunError
 from cnnexp.reports.markdown import image, table, write_report
 from cnnexp.tracking import tags
-from cnnexp.tuning.storage import optuna_experimental
+from cnnexp.tuning.artifacts import DISTRIBUTIONS_JSON, TRIALS_CSV
+from cnnexp.tuning.parent_run import check_study_name
+from cnnexp.tuning.storage import optuna_experimental, read_only_storage
 
 log = logging.getLogger(__name__)
 
-TRIALS_CSV = "trials.csv"
 MIN_TRIALS_FOR_IMPORTANCE = 5
+IMPORTANCE_SEED = 0  # fANOVA fits a random forest: seeded, a report says the same thing twice
 FIGURES = "figures"
 HISTORY_PNG, IMPORTANCE_PNG = "optimization_history.png", "param_importances.png"
 
@@ -51,6 +56,7 @@ class StudyReport:
 
 def find_runs(name: str) -> tuple[mlflow.entities.Run, mlflow.entities.Run | None]:
     """The study's parent run and, if it exists, the newest retrained-best run."""
+    check_study_name(name)  # a quote would break the MLflow filter below
     runs = mlflow.search_runs(
         search_all_experiments=True,
         filter_string=f"tags.`{tags.STUDY}` = '{name}'",
@@ -85,6 +91,15 @@ def load_trials(run_id: str) -> pd.DataFrame:
     return trials
 
 
+def load_distributions(run_id: str) -> dict[str, optuna.distributions.BaseDistribution] | None:
+    """The parameters' Optuna distributions tuning recorded; None for studies recorded without them."""
+    try:
+        text = mlflow.artifacts.load_text(f"runs:/{run_id}/{DISTRIBUTIONS_JSON}")
+    except Exception:  # noqa: BLE001 - absent (older studies): infer them from the values
+        return None
+    return {k: optuna.distributions.json_to_distribution(v) for k, v in json.loads(text).items()}
+
+
 def param_columns(trials: pd.DataFrame) -> list[str]:
     return [c for c in trials.columns if c.startswith("params_")]
 
@@ -98,54 +113,56 @@ def _distribution(values: pd.Series) -> optuna.distributions.BaseDistribution:
     return optuna.distributions.FloatDistribution(float(values.min()), float(values.max()))
 
 
-def study_from_trials(trials: pd.DataFrame, name: str, direction: str) -> optuna.Study:
-    """An in-memory Optuna study holding the completed trials of ``trials.csv``."""
+def _value(value, dist: optuna.distributions.BaseDistribution):
+    """A trials.csv cell back as the value Optuna sampled (CSV turns every choice into text or a number)."""
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return next((c for c in dist.choices if str(c) == str(value) or c == value), str(value))
+    return int(value) if isinstance(dist, optuna.distributions.IntDistribution) else float(value)
+
+
+def study_from_trials(
+    trials: pd.DataFrame,
+    name: str,
+    direction: str,
+    distributions: dict[str, optuna.distributions.BaseDistribution] | None = None,
+) -> optuna.Study:
+    """An in-memory Optuna study holding the completed trials of ``trials.csv``, with the recorded
+    distributions (else ones inferred from the values: no log scale or step, observed bounds)."""
     study = optuna.create_study(study_name=name, direction=direction)
     done = trials[trials["state"] == "COMPLETE"]
-    dists = {c.removeprefix("params_"): _distribution(done[c]) for c in param_columns(trials)}
+    inferred = {c.removeprefix("params_"): _distribution(done[c]) for c in param_columns(trials)}
+    dists = inferred | (distributions or {})
     for _, row in done.iterrows():
         params = {}
         for col in param_columns(trials):
             key, value = col.removeprefix("params_"), row[col]
             if pd.isna(value):
                 continue
-            dist = dists[key]
-            if isinstance(dist, optuna.distributions.CategoricalDistribution):
-                value = str(value)
-            elif isinstance(dist, optuna.distributions.IntDistribution):
-                value = int(value)
-            params[key] = value
+            params[key] = _value(value, dists[key])
         used = {k: dists[k] for k in params}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=used, value=float(row["value"])))
     return study
 
 
-def _open_storage(url: str) -> str | optuna.storages.BaseStorage:
-    """An RDB URL as is; ``journal:PATH`` (tuning's several-workers storage) as Optuna's journal file."""
-    if url.startswith("journal:"):
-        path = Path(url.removeprefix("journal:"))
-        if not path.is_file():
-            raise FileNotFoundError(f"journal file {path} does not exist")
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        return JournalStorage(JournalFileBackend(str(path)))
-    return url
-
-
 def load_study(name: str, study_run: mlflow.entities.Run, trials: pd.DataFrame) -> tuple[optuna.Study, str]:
     """The study from its Optuna storage, or rebuilt from trials.csv; with a note saying which."""
     storage = study_run.data.tags.get(tags.STORAGE)
+    why = "not recorded"
     if storage:
         try:
-            study = optuna.load_study(study_name=name, storage=_open_storage(storage))
-            return study, f"loaded from its Optuna storage `{storage}`"
+            study = optuna.load_study(study_name=name, storage=read_only_storage(storage))
+            owner = study.user_attrs.get(tags.PARENT_RUN_ATTR)
+            if owner in (None, study_run.info.run_id):  # None: a study recorded by hand, not by tuning
+                return study, f"loaded from its Optuna storage `{storage}`"
+            why = f"holds another study of that name (parent run {owner})"
         except Exception as e:  # noqa: BLE001 - fall back to the artifact, and say why
+            why = "unreachable"
             log.warning("cannot open Optuna storage %s (%s); rebuilding from %s", storage, e, TRIALS_CSV)
     direction = study_run.data.tags.get(tags.DIRECTION, "maximize").lower()
-    note = (
-        f"rebuilt from `{TRIALS_CSV}` (storage {'unreachable' if storage else 'not recorded'}; direction {direction})"
-    )
-    return study_from_trials(trials, name, direction), note
+    dists = load_distributions(study_run.info.run_id)
+    sources = f"`{TRIALS_CSV}` and `{DISTRIBUTIONS_JSON}`" if dists else f"`{TRIALS_CSV}`"
+    note = f"rebuilt from {sources} (storage {why}; direction {direction})"
+    return study_from_trials(trials, name, direction, dists), note
 
 
 def importances(study: optuna.Study) -> dict[str, float]:
@@ -154,7 +171,8 @@ def importances(study: optuna.Study) -> dict[str, float]:
     if len(complete) < MIN_TRIALS_FOR_IMPORTANCE or not study.best_trial.params:
         return {}
     try:
-        return optuna.importance.get_param_importances(study)
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=IMPORTANCE_SEED)
+        return optuna.importance.get_param_importances(study, evaluator=evaluator)
     except (RuntimeError, ValueError) as e:  # e.g. every trial used the same values
         log.warning("no parameter importances: %s", e)
         return {}

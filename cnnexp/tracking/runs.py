@@ -105,12 +105,20 @@ def tracked_run(
 
 
 @contextmanager
-def marked_running(run_id: str) -> Iterator[None]:
+def marked_running(run_id: str, last_out: Callable[[], bool] | None = None) -> Iterator[None]:
     """A run that is not this process's active one (a study's parent, shared by workers): RUNNING while
-    the body runs, then ended with an explicit status like any other run."""
+    the body runs, then ended with an explicit status like any other run.
+
+    ``last_out``, for a run shared by several processes, is called at the end: the run is ended only
+    when it returns True (no other process still works under it)."""
     client = mlflow.MlflowClient()
     retry_locked(lambda: client.update_run(run_id, status="RUNNING"))
-    with ends_with_status(run_id, lambda status: retry_locked(lambda: client.set_terminated(run_id, status))):
+
+    def end(status: str) -> None:
+        if last_out is None or last_out():
+            retry_locked(lambda: client.set_terminated(run_id, status))
+
+    with ends_with_status(run_id, end):
         yield
 
 

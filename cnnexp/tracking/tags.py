@@ -25,7 +25,8 @@ STUDY = "cnnexp.study"
 STORAGE = "cnnexp.storage"  # the Optuna storage URL (password hidden)
 DIRECTION = "cnnexp.direction"  # maximize | minimize, as the study was created
 SAMPLER = "cnnexp.sampler"
-SPACE_CHANGED = "cnnexp.space_changed"
+SPACE_CHANGED = "cnnexp.space_changed"  # the study was resumed with an edited (compatible) space
+SPACE_DIGEST = "cnnexp.space_digest"  # parent: the current space; trial and retrain runs: the one they used
 STUDY_RUN_ID = "cnnexp.study_run_id"  # on a `mlflow run` launcher: the study's parent run
 PROMOTION_RUN_ID = "cnnexp.promotion_run_id"  # on a `mlflow run -e promote` launcher: the promotion run
 TRIAL_NUMBER = "cnnexp.trial_number"
@@ -103,8 +104,11 @@ def is_decision_tag(key: str) -> bool:
 
 # ---------------------------------------------------------------- Optuna study and trial attributes
 PARENT_RUN_ATTR = "mlflow_parent_run_id"  # study: the parent MLflow run
-SPACE_DIGEST_ATTR = "space_digest"  # study: the search space file it was started with
+SPACE_DIGEST_ATTR = "space_digest"  # study: the space file it was started with; trial: the one it used
 BEST_RUN_ATTR = "best_run_id"  # study: the run that retrained the best trial
 BEST_RUN_TRIAL_ATTR = "best_run_trial"  # study: which trial that run retrained
 TRIAL_RUN_ATTR = "mlflow_run_id"  # trial: its MLflow run
 WORKER_ATTR = "cnnexp.worker"  # trial: host:pid:start-time of the process running it
+FAIL_REASON_ATTR = "cnnexp.fail_reason"  # trial: the exception that failed it (Optuna 5 records none)
+WORKER_STATE_PREFIX = "cnnexp.worker."  # study: cnnexp.worker.<host:pid:start> = active | left | dead
+WORKER_ACTIVE, WORKER_LEFT, WORKER_DEAD = "active", "left", "dead"

@@ -1,7 +1,9 @@
-"""The study's report on its parent run: the trials table and Optuna's own plots (matplotlib PNGs)."""
+"""The study's report on its parent run: the trials table, its parameters' distributions and Optuna's
+own plots (matplotlib PNGs)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from collections.abc import Iterator
@@ -19,6 +21,11 @@ from optuna.visualization import matplotlib as optuna_plots  # noqa: E402
 from cnnexp.tracking.runs import retry_locked  # noqa: E402
 
 log = logging.getLogger(__name__)
+
+TRIALS_CSV = "trials.csv"
+# Optuna's distributions (log scale, step, bounds) of the parameters in trials.csv: a study rebuilt
+# from the two when its storage is out of reach is the same study, with the same importances.
+DISTRIBUTIONS_JSON = "distributions.json"
 
 # bbox "tight": long dotted parameter names must not be cut off at the figure's edge.
 SAVE = {"bbox_inches": "tight", "dpi": 100}
@@ -47,9 +54,13 @@ def log_report(parent_id: str, study: optuna.Study) -> list[str]:
     """Write trials.csv and every plot that the study's trials allow; returns the artifact paths logged."""
     client = mlflow.MlflowClient()
     frame = study.trials_dataframe()
-    retry_locked(lambda: client.log_text(parent_id, frame.to_csv(index=False), "trials.csv"))
+    retry_locked(lambda: client.log_text(parent_id, frame.to_csv(index=False), TRIALS_CSV))
+    # A resumed space only widens ranges (tuning.resume.check_resumable): the latest trial's holds every value.
+    latest = {key: dist for t in study.get_trials(deepcopy=False) for key, dist in t.distributions.items()}
+    text = json.dumps({k: optuna.distributions.distribution_to_json(d) for k, d in sorted(latest.items())}, indent=2)
+    retry_locked(lambda: client.log_text(parent_id, text, DISTRIBUTIONS_JSON))
     with quiet_category_axes():
-        return ["trials.csv", *_log_plots(client, parent_id, study)]
+        return [TRIALS_CSV, DISTRIBUTIONS_JSON, *_log_plots(client, parent_id, study)]
 
 
 def _log_plots(client: mlflow.MlflowClient, parent_id: str, study: optuna.Study) -> list[str]:

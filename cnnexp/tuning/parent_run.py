@@ -20,18 +20,30 @@ import optuna
 from mlflow.entities import Run
 from optuna.trial import FrozenTrial, TrialState
 
+from cnnexp.errors import ConfigError
 from cnnexp.tracking import tags
 from cnnexp.tracking.runs import MAX_REASON, mark_model_development, retry_locked
+from cnnexp.tuning import storage as storages
 from cnnexp.tuning.space import SearchSpace
 
 log = logging.getLogger(__name__)
 
 # How long a worker that lost the creation race waits for the creator to record the parent run.
 PARENT_WAIT_SECONDS = 60
+# Characters that would break the MLflow filters the study's runs are found with.
+_NAME_FORBIDDEN = "'\"`\\"
 
 
-def trial_tags(study_name: str, number: int) -> dict[str, str]:
-    return {tags.STUDY: study_name, tags.ROLE: tags.ROLE_TRIAL, tags.TRIAL_NUMBER: str(number)}
+def check_study_name(name: str) -> None:
+    if not name.strip() or any(c in name for c in _NAME_FORBIDDEN):
+        raise ConfigError(
+            f"study name {name!r}: must be non-empty, without quotes or backslashes (MLflow searches match it)"
+        )
+
+
+def trial_tags(study_name: str, number: int, space_digest: str | None = None) -> dict[str, str]:
+    out = {tags.STUDY: study_name, tags.ROLE: tags.ROLE_TRIAL, tags.TRIAL_NUMBER: str(number)}
+    return out | ({tags.SPACE_DIGEST: space_digest} if space_digest else {})
 
 
 def experiment_id(name: str) -> str:
@@ -71,7 +83,8 @@ def ensure_parent_run(
     run = retry_locked(lambda: client.create_run(experiment_id(experiment_name), tags=run_tags))
     run_id = run.info.run_id
     params = {
-        "space": space.path,
+        "space": space.path,  # the space the study was created with; see record_space for later ones
+        "space.digest": space.digest,
         "dataset": space.dataset,
         "objective": space.objective,
         "direction": space.direction,
@@ -91,15 +104,20 @@ def _params(d: dict[str, Any]) -> list:
     return [Param(k, str(v)) for k, v in d.items()]
 
 
-def find_trial_run(parent_id: str, number: int) -> Run | None:
+def _trial_runs(parent_id: str, condition: str) -> list[Run]:
+    """The parent's child runs that also match ``condition`` (an MLflow filter)."""
     parent = mlflow.MlflowClient().get_run(parent_id)
-    runs = retry_locked(
+    return retry_locked(
         lambda: mlflow.search_runs(
             experiment_ids=[parent.info.experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and tags.`{tags.TRIAL_NUMBER}` = '{number}'",
+            filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and {condition}",
             output_format="list",
         )
     )
+
+
+def find_trial_run(parent_id: str, number: int) -> Run | None:
+    runs = _trial_runs(parent_id, f"tags.`{tags.TRIAL_NUMBER}` = '{number}'")
     return runs[0] if runs else None
 
 
@@ -117,7 +135,7 @@ def mark_trial(study_name: str, parent_id: str, trial: FrozenTrial, reason: str 
     run_tags = {tags.TRIAL_STATE: trial.state.name}
     if trial.value is not None:
         run_tags[tags.TRIAL_VALUE] = str(trial.value)
-    reason = reason or trial.system_attrs.get("fail_reason")
+    reason = reason or trial.user_attrs.get(tags.FAIL_REASON_ATTR)
     if trial.state == TrialState.FAIL and reason and tags.FAILURE_REASON not in run.data.tags:
         run_tags[tags.FAILURE_REASON] = reason[:MAX_REASON]
     for key, value in run_tags.items():
@@ -183,10 +201,64 @@ def already_retrained(study: optuna.Study, best: FrozenTrial) -> bool:
         return False  # the run was deleted: retrain
 
 
-def check_same_space(study: optuna.Study, space: SearchSpace, parent_id: str) -> None:
-    known = study.user_attrs.get(tags.SPACE_DIGEST_ATTR)
-    if known is None:
+def record_space(study: optuna.Study, space: SearchSpace, parent_id: str) -> None:
+    """Every space version the study ran is on the parent as spaces/<digest>.yaml; each trial and retrain
+    run is tagged with its digest. search_space.yaml and the cnnexp.space_digest tag are the current one;
+    the parent's params stay those of the space the study was created with."""
+    client = mlflow.MlflowClient()
+    retry_locked(lambda: client.log_text(parent_id, space.text, f"spaces/{space.digest}.yaml"))
+    retry_locked(lambda: client.log_text(parent_id, space.text, "search_space.yaml"))
+    retry_locked(lambda: client.set_tag(parent_id, tags.SPACE_DIGEST, space.digest))
+    first = study.user_attrs.get(tags.SPACE_DIGEST_ATTR)
+    if first is None:
         study.set_user_attr(tags.SPACE_DIGEST_ATTR, space.digest)
-    elif known != space.digest:
-        log.warning("study %s was started with a different search space file; trials will mix both", study.study_name)
-        retry_locked(lambda: mlflow.MlflowClient().set_tag(parent_id, tags.SPACE_CHANGED, "true"))
+    elif first != space.digest:
+        log.warning(
+            "study %s was started with space %s, resumed with %s (compatible); each trial's space is "
+            "spaces/<digest>.yaml on the parent run",
+            study.study_name,
+            first,
+            space.digest,
+        )
+        retry_locked(lambda: client.set_tag(parent_id, tags.SPACE_CHANGED, "true"))
+
+
+def mark_unmarked(study: optuna.Study, parent_id: str) -> int:
+    """Mark the finished trials whose runs lack their state (an interrupt, a killed worker); returns how many."""
+    runs = _trial_runs(parent_id, f"tags.`{tags.ROLE}` = '{tags.ROLE_TRIAL}'")
+    marked = {r.data.tags.get(tags.TRIAL_NUMBER): r.data.tags.get(tags.TRIAL_STATE) for r in runs}
+    n = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)):
+        if marked.get(str(trial.number)) != trial.state.name:
+            mark_trial(study.study_name, parent_id, trial)
+            n += 1
+    return n
+
+
+def join_workers(study: optuna.Study) -> Callable[[], bool]:
+    """Count this process among the study's workers; returns its way out: True when it is the last one.
+
+    Each worker owns one study attribute (no read-modify-write race between workers); a worker on
+    this machine that died without leaving is marked dead by the next one that joins.
+    """
+    me = tags.WORKER_STATE_PREFIX + storages.worker_id()
+    for key in _active_workers(study, count_dead=True):
+        if not storages.worker_alive(key.removeprefix(tags.WORKER_STATE_PREFIX)):
+            study.set_user_attr(key, tags.WORKER_DEAD)
+    study.set_user_attr(me, tags.WORKER_ACTIVE)
+
+    def last_out() -> bool:
+        study.set_user_attr(me, tags.WORKER_LEFT)
+        return not _active_workers(study)
+
+    return last_out
+
+
+def _active_workers(study: optuna.Study, count_dead: bool = False) -> list[str]:
+    return [
+        key
+        for key, state in study.user_attrs.items()
+        if key.startswith(tags.WORKER_STATE_PREFIX)
+        and state == tags.WORKER_ACTIVE
+        and (count_dead or storages.worker_alive(key.removeprefix(tags.WORKER_STATE_PREFIX)))
+    ]

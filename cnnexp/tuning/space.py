@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import hashlib
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
 import yaml
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from cnnexp.config import ExperimentConfig, build_config
+from cnnexp.data.sources import input_shape
 from cnnexp.errors import ConfigError, SearchSpaceError
+from cnnexp.models.cnn import check_spatial
 
 PARAM_TYPES = ("float", "int", "categorical")
 OBJECTIVES = {"val_accuracy": "maximize", "val_loss": "minimize"}
@@ -27,9 +32,10 @@ _TOP_KEYS = ("dataset", "objective", "trials", "retrain", "fixed", "params")
 _TRIAL_KEYS = ("epochs", "train_subset")
 # Config keys the space sets from its own sections; setting them again elsewhere would be ignored.
 _RESERVED = {
-    "data.dataset": "dataset",
-    "train.epochs": "trials.epochs and retrain.epochs",
-    "data.train_subset": "trials.train_subset",
+    "data.dataset": "is set by dataset in this file",
+    "train.epochs": "is set by trials.epochs and retrain.epochs in this file",
+    "data.train_subset": "is set by trials.train_subset in this file",
+    "run_name": "is set by the study: trials are named <study>-trial-N, the retrain <study>-best",
 }
 _RETRAIN_KEYS = ("epochs", "time_budget_minutes")
 _PARAM_KEYS = {
@@ -57,6 +63,14 @@ class Param:
     def values_to_check(self) -> list[Any]:
         return list(self.choices) if self.type == "categorical" else [self.low, self.high]
 
+    def distribution(self) -> BaseDistribution:
+        """The Optuna distribution :func:`sample` asks for (what a trial records for this parameter)."""
+        if self.type == "categorical":
+            return CategoricalDistribution(self.choices)
+        if self.type == "int":
+            return IntDistribution(int(self.low), int(self.high), log=self.log, step=self.step or 1)
+        return FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+
 
 @dataclass
 class SearchSpace:
@@ -78,6 +92,9 @@ class SearchSpace:
     @property
     def digest(self) -> str:
         return hashlib.sha256(self.text.encode()).hexdigest()[:16]
+
+    def distributions(self) -> dict[str, BaseDistribution]:
+        return {p.key: p.distribution() for p in self.params}
 
     def overrides(self, sampled: dict[str, Any], *, retrain: bool = False) -> dict[str, Any]:
         """Dotted config overrides for one trial (cheap fidelity) or for retraining (full data)."""
@@ -119,14 +136,37 @@ def load_space(path: str | Path) -> SearchSpace:
     p = Path(path)
     if not p.is_file():
         raise SearchSpaceError(f"search space file not found: {p}")
-    text = p.read_text()
     try:
-        doc = yaml.safe_load(text)
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise SearchSpaceError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    try:
+        doc = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as e:
+        line = f" (line {e.problem_mark.line + 1})" if e.problem_mark else ""
+        raise SearchSpaceError(f"{p}: not valid YAML: {e.problem}{line}") from None
     except yaml.YAMLError as e:
-        raise SearchSpaceError(f"{p}: not valid YAML: {e}") from None
+        raise SearchSpaceError(f"{p}: not valid YAML: {' '.join(str(e).split())}") from None
     space = parse_space(doc, str(p), text)
     _check_configs(space)
     return space
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key written twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, typing.Hashable):
+                continue  # PyYAML's own error follows
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark, f"key {key!r} is written twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def parse_space(doc: Any, where: str, text: str = "") -> SearchSpace:
@@ -168,7 +208,7 @@ def parse_space(doc: Any, where: str, text: str = "") -> SearchSpace:
     for section, keys in (("fixed", fixed), ("params", params_doc)):
         for key in keys:
             if key in _RESERVED:
-                raise fail(f"{section}.{key}", f"is set by {_RESERVED[key]} in this file")
+                raise fail(f"{section}.{key}", _RESERVED[key])
     return SearchSpace(
         path=where,
         dataset=str(doc["dataset"]),
@@ -203,7 +243,7 @@ def _parse_param(key: str, spec: Any, earlier: list[Param], fail) -> Param:
     low, high = spec.get("low"), spec.get("high")
     for name, value in (("low", low), ("high", high)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise fail(f"{where}.{name}", f"must be a number, got {value!r}")
+            raise fail(f"{where}.{name}", f"must be a number, got {value!r}{_number_hint(value)}")
         if kind == "int" and value != int(value):
             raise fail(f"{where}.{name}", f"must be a whole number for an int parameter, got {value!r}")
     if low > high:
@@ -219,6 +259,8 @@ def _parse_param(key: str, spec: Any, earlier: list[Param], fail) -> Param:
             raise fail(f"{where}.step", f"must be a positive number, got {step!r}")
         if log:
             raise fail(f"{where}.step", "cannot be combined with log: true (Optuna samples one or the other)")
+        if kind == "int" and step != int(step):
+            raise fail(f"{where}.step", f"must be a whole number for an int parameter, got {step!r}")
     if kind == "int":
         low, high = int(low), int(high)
         step = None if step is None else int(step)
@@ -234,11 +276,36 @@ def _parse_when(when: Any, where: str, earlier: list[Param], fail) -> dict[str, 
         if parent is None or parent.type != "categorical":
             raise fail(f"{where}.when.{key}", "must name an earlier categorical parameter")
         values = values if isinstance(values, list) else [values]
+        if not values:
+            raise fail(f"{where}.when.{key}", "is an empty list: the parameter would never be sampled")
         for v in values:
             if v not in parent.choices:
                 raise fail(f"{where}.when.{key}", f"{v!r} is not one of its choices {parent.choices}")
         out[key] = values
     return out
+
+
+def _number_hint(value: Any) -> str:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return ""
+    # YAML 1.1 (PyYAML) reads 1e-3 as text: a float needs a dot in its mantissa
+    mantissa, _, exponent = str(value).lower().partition("e")
+    return f" (YAML reads it as text: write {mantissa}.0e{exponent})" if exponent and "." not in mantissa else ""
+
+
+def _field_type(key: str) -> Any:
+    """The type of the config field a dotted key sets (Optional unwrapped)."""
+    cls: Any = ExperimentConfig
+    for part in key.split("."):
+        cls = typing.get_type_hints(cls)[part]
+    args = [a for a in typing.get_args(cls) if a is not type(None)]
+    return args[0] if typing.get_origin(cls) in (typing.Union, types.UnionType) else cls
+
+
+# Which parameter types can set a config field of each type (categorical sets any: its choices are checked).
+_TYPES_FOR_FIELD = {int: ("int", "categorical"), float: ("float", "int", "categorical")}
 
 
 def _check_configs(space: SearchSpace) -> None:
@@ -249,6 +316,13 @@ def _check_configs(space: SearchSpace) -> None:
     for p in space.params:
         if p.key not in known:
             raise SearchSpaceError(f"{where}: params.{p.key}: not a config key (known: see cnnexp/config.py)")
+        field_type = _field_type(p.key)
+        allowed = _TYPES_FOR_FIELD.get(field_type, ("categorical",))
+        if p.type not in allowed:
+            name = getattr(field_type, "__name__", str(field_type))
+            raise SearchSpaceError(
+                f"{where}: params.{p.key}.type: {p.type} cannot set it ({p.key} is {name}: use {' or '.join(allowed)})"
+            )
     for key in space.fixed:
         if key not in known:
             raise SearchSpaceError(f"{where}: fixed.{key}: not a config key (known: see cnnexp/config.py)")
@@ -261,7 +335,8 @@ def _check_configs(space: SearchSpace) -> None:
 
 def _try_config(space: SearchSpace, sampled: dict[str, Any], retrain: bool, where: str) -> None:
     try:
-        space.config(sampled, retrain=retrain)
+        cfg = space.config(sampled, retrain=retrain)
+        check_spatial(cfg.model, input_shape(cfg.data))  # the model each trial builds must fit the images
     except ConfigError as e:
         raise SearchSpaceError(f"{where}: {e}") from None
 

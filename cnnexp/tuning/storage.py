@@ -13,6 +13,7 @@ import socket
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import optuna
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -48,21 +49,51 @@ def display_url(url: str) -> str:
         return url
 
 
+def local_file(url: str) -> Path | None:
+    """The file behind a ``sqlite:///FILE`` or ``journal:FILE`` storage (relative to the working folder); else None."""
+    if url.startswith(JOURNAL_PREFIX):
+        return Path(url[len(JOURNAL_PREFIX) :]) if url[len(JOURNAL_PREFIX) :] else None
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database.removeprefix("file:"))
+
+
+def absolute_url(url: str) -> str:
+    """The URL with a file storage's path made absolute: a record that means the same from any folder."""
+    path = local_file(url)
+    if path is None or path.is_absolute():
+        return url
+    if url.startswith(JOURNAL_PREFIX):
+        return JOURNAL_PREFIX + str(path.resolve())
+    return make_url(url).set(database=str(path.resolve())).render_as_string(hide_password=False)
+
+
+def _check_url(url: str) -> None:
+    if url.startswith(JOURNAL_PREFIX) and local_file(url) is None:
+        raise ConfigError("storage journal:PATH needs a file path, e.g. journal:./study.log")
+    if not url.startswith(JOURNAL_PREFIX):
+        try:
+            make_url(url)
+        except ArgumentError:
+            raise ConfigError(
+                f"storage {url!r} is not a database URL (sqlite:///FILE, postgresql://...) or journal:PATH"
+            ) from None
+    path = local_file(url)
+    if path is not None and not path.parent.resolve().is_dir():
+        raise ConfigError(f"storage {display_url(url)!r}: folder {path.parent} does not exist")
+
+
 def make_storage(
     url: str, *, heartbeat_interval: int = HEARTBEAT_INTERVAL, on_stale_trial: StaleTrialHook | None = None
 ) -> optuna.storages.BaseStorage:
     """Open the storage. RDB storages get heartbeats: a killed worker's trial is failed, then retried."""
+    _check_url(url)
     if url.startswith(JOURNAL_PREFIX):
-        path = url[len(JOURNAL_PREFIX) :]
-        if not path:
-            raise ConfigError("storage journal:PATH needs a file path, e.g. journal:./study.log")
-        return JournalStorage(JournalFileBackend(path))
-    try:
-        make_url(url)
-    except ArgumentError:
-        raise ConfigError(
-            f"storage {url!r} is not a database URL (sqlite:///FILE, postgresql://...) or journal:PATH"
-        ) from None
+        return JournalStorage(JournalFileBackend(str(local_file(url))))
     with optuna_experimental():
         retry_stale = RetryHeartbeatStaleTrialCallback(max_retry=HEARTBEAT_RETRIES)
 
@@ -95,6 +126,18 @@ def make_storage(
         raise ConfigError(f"storage {display_url(url)!r} cannot be opened: {message}") from None
 
 
+def read_only_storage(url: str) -> optuna.storages.BaseStorage:
+    """Open an existing storage to read it (reports): a missing file is an error, never created."""
+    path = local_file(url)
+    if path is not None and not path.is_file():
+        raise FileNotFoundError(f"storage file {path.resolve()} does not exist")
+    if url.startswith(JOURNAL_PREFIX):
+        return JournalStorage(JournalFileBackend(str(path)))
+    if path is not None:  # SQLite opened read-only, so a reader never writes into a study's database
+        url = f"sqlite:///file:{path.resolve()}?mode=ro&uri=true"
+    return RDBStorage(url, skip_table_creation=True)
+
+
 @contextmanager
 def optuna_experimental() -> Iterator[None]:
     """Optuna marks heartbeats, the retry callback, its QMC sampler, TPE's group mode and its matplotlib
@@ -116,7 +159,8 @@ def _start_time(pid: int) -> str:
         return "?"
 
 
-def _alive(worker: str) -> bool:
+def worker_alive(worker: str) -> bool:
+    """False only for a worker on this machine whose process is gone (pid absent, or reused by another process)."""
     host, pid, started = worker.rsplit(":", 2)
     if host != socket.gethostname():
         return True  # another machine's worker: only heartbeats (RDB storages) can tell
@@ -129,18 +173,18 @@ def _alive(worker: str) -> bool:
     return started == "?" or _start_time(int(pid)) == started
 
 
-def fail_dead_local_trials(study: optuna.Study, storage: optuna.storages.BaseStorage, on_dead: StaleTrialHook) -> None:
-    """Fail (and retry once) RUNNING trials whose worker process on this machine is gone.
+def fail_dead_local_trials(study: optuna.Study, storage: optuna.storages.BaseStorage, on_dead: StaleTrialHook) -> int:
+    """Fail (and retry once) RUNNING trials whose worker process on this machine is gone; returns how many.
 
-    The journal file storage has no heartbeats; this covers its use case, several workers on one
-    machine, when the next worker starts. Mirrors optuna.storages.fail_stale_trials.
+    On every storage, when a worker starts: a study restarted after a crash on one machine is clean
+    at once, not after the heartbeat grace. Heartbeats (RDB storages) still cover other machines'
+    workers, which this cannot check. Mirrors optuna.storages.fail_stale_trials.
     """
-    if isinstance(storage, RDBStorage):
-        return  # heartbeats cover RDB storages, across machines too
+    n_failed = 0
     retry_stale = None
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get(tags.WORKER_ATTR)
-        if not worker or _alive(worker):
+        if not worker or worker_alive(worker):
             continue
         try:
             # FrozenTrial._trial_id: the storage key, as Optuna's own fail_stale_trials uses it
@@ -155,6 +199,8 @@ def fail_dead_local_trials(study: optuna.Study, storage: optuna.storages.BaseSto
             with optuna_experimental():
                 retry_stale = RetryHeartbeatStaleTrialCallback(max_retry=HEARTBEAT_RETRIES)
         retry_stale(study, failed)
+        n_failed += 1
+    return n_failed
 
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:

@@ -22,11 +22,19 @@ from optuna_integration import KerasPruningCallback
 
 from cnnexp.errors import ConfigError
 from cnnexp.tracking import tags
-from cnnexp.tracking.runs import leave_launcher_run, marked_running, point_launcher, retry_locked
+from cnnexp.tracking.runs import (
+    MAX_REASON,
+    interrupts_deferred,
+    leave_launcher_run,
+    marked_running,
+    point_launcher,
+    retry_locked,
+)
 from cnnexp.training.train import TrainResult, train
 from cnnexp.tuning import parent_run
 from cnnexp.tuning import storage as storages
 from cnnexp.tuning.artifacts import log_report
+from cnnexp.tuning.resume import check_resumable
 from cnnexp.tuning.space import SearchSpace, load_space, sample
 
 log = logging.getLogger(__name__)
@@ -49,7 +57,7 @@ class TuneOptions:
     pruner: str | optuna.pruners.BasePruner = "median"  # a pruner object: tests and library users
     seed: int | None = None
     retrain_best: bool = True
-    experiment_name: str = "cnnexp"
+    experiment_name: str | None = None  # a new study's experiment; default: the space's fixed one, else cnnexp
     heartbeat_interval: int = storages.HEARTBEAT_INTERVAL
 
 
@@ -86,13 +94,17 @@ def tune(opts: TuneOptions) -> TuneResult:
     launcher_run_id = leave_launcher_run()  # trials get runs of their own; the launcher points at the study
     study, storage, created = _open_study(opts, space)
     parent_id = _open_parent_run(study, created, storage, space, opts, launcher_run_id)
-    storages.fail_dead_local_trials(study, storage, parent_run.retry_hook("worker {worker} died (killed?)"))
+    last_out = parent_run.join_workers(study)  # before the sweep: a dead worker's entry is cleaned now
+    stale = storages.fail_dead_local_trials(study, storage, parent_run.retry_hook("worker {worker} died (killed?)"))
+    if not created and stale + parent_run.mark_unmarked(study, parent_id):
+        log_report(parent_id, study)  # the last worker was cut short: its record is brought up to date
     print(
-        f"study {opts.study_name!r} on {storages.display_url(opts.storage)}: {'created' if created else 'resumed'}, "
-        f"parent run {parent_id}; {opts.n_trials} trial(s) to run",
+        f"study {opts.study_name!r} on {storages.display_url(storages.absolute_url(opts.storage))}: "
+        f"{'created' if created else 'resumed'}, parent run {parent_id}; {opts.n_trials} trial(s) to run",
         flush=True,
     )
-    with marked_running(parent_id):
+    # The parent ends when its last worker leaves: other workers may still run trials under it.
+    with marked_running(parent_id, last_out):
         _run_trials(study, space, opts, parent_id)
         best = parent_run.log_best(parent_id, study)
         log_report(parent_id, study)
@@ -106,18 +118,39 @@ def _checked_space(opts: TuneOptions) -> SearchSpace:
         raise ConfigError(f"n_trials={opts.n_trials} must be >= 0")
     if opts.timeout is not None and opts.timeout <= 0:
         raise ConfigError(f"timeout={opts.timeout:g} must be a positive number of seconds (or not given)")
+    parent_run.check_study_name(opts.study_name)
     return space
+
+
+def _refuse_missing_study(opts: TuneOptions, storage: optuna.storages.BaseStorage | None) -> None:
+    """n_trials=0 reports on and retrains a study: a mistyped name must not create an empty one."""
+    if storage is None:
+        path = storages.local_file(opts.storage)
+        missing = path is not None and not path.is_file()
+    else:
+        missing = opts.study_name not in optuna.get_all_study_names(storage)
+    if missing:
+        raise ConfigError(
+            f"no study named {opts.study_name!r} in {storages.display_url(storages.absolute_url(opts.storage))}: "
+            "n_trials=0 only reports on and retrains an existing study"
+        )
 
 
 def _open_study(opts: TuneOptions, space: SearchSpace) -> tuple[optuna.Study, optuna.storages.BaseStorage, bool]:
     """The Optuna side: storage (with the stale-trial hook), sampler and pruner; created or joined."""
     hook = parent_run.retry_hook("worker stopped sending heartbeats (killed?)")
+    if opts.n_trials == 0:
+        _refuse_missing_study(opts, None)  # before a SQLite file is created by opening it
     storage = storages.make_storage(opts.storage, heartbeat_interval=opts.heartbeat_interval, on_stale_trial=hook)
+    if opts.n_trials == 0:
+        _refuse_missing_study(opts, storage)
     pruner = opts.pruner
     if isinstance(pruner, str):
         pruner = storages.make_pruner(pruner, space.trial_epochs)
     sampler = storages.make_sampler(opts.sampler, opts.seed)
     study, created = storages.create_or_load(opts.study_name, storage, space.direction, sampler, pruner)
+    if not created:  # an edited space must not fail every new trial: refuse it now, naming the parameter
+        check_resumable(space, study.get_trials(deepcopy=False), opts.study_name)
     if not created and opts.seed is not None:
         # Joining or resuming workers must not replay the first worker's draws.
         n_before = len(study.get_trials(deepcopy=False))
@@ -135,9 +168,11 @@ def _open_parent_run(
     launcher_run_id: str | None,
 ) -> str:
     """The MLflow side: the study's parent run, found or created; trials go to its experiment."""
-    url = storages.display_url(opts.storage)
-    parent_id = parent_run.ensure_parent_run(study, created, storage, space, url, opts.experiment_name)
-    parent_run.check_same_space(study, space, parent_id)
+    # Absolute: a report run from another folder must find this storage, not one of its own.
+    url = storages.display_url(storages.absolute_url(opts.storage))
+    experiment = opts.experiment_name or space.fixed.get("experiment_name") or "cnnexp"
+    parent_id = parent_run.ensure_parent_run(study, created, storage, space, url, experiment)
+    parent_run.record_space(study, space, parent_id)
     client = mlflow.MlflowClient()
     experiment_id = client.get_run(parent_id).info.experiment_id
     retry_locked(lambda: mlflow.set_experiment(experiment_id=experiment_id))
@@ -149,13 +184,21 @@ def _open_parent_run(
 def _run_trials(study: optuna.Study, space: SearchSpace, opts: TuneOptions, parent_id: str) -> None:
     if not opts.n_trials:
         return
-    study.optimize(
-        _objective(space, opts.study_name, parent_id),
-        n_trials=opts.n_trials,
-        timeout=opts.timeout,
-        catch=(Exception,),  # a failing trial is recorded FAIL and the study goes on
-        callbacks=[_Progress(parent_id, opts.n_trials)],
-    )
+    try:
+        study.optimize(
+            _objective(space, opts.study_name, parent_id),
+            n_trials=opts.n_trials,
+            timeout=opts.timeout,
+            catch=(Exception,),  # a failing trial is recorded FAIL and the study goes on
+            callbacks=[_Progress(parent_id, opts.n_trials)],
+        )
+    except KeyboardInterrupt:
+        # Optuna failed the interrupted trial without calling back: record it, and the report, before
+        # leaving; a second Ctrl-C waits for that (the next worker would otherwise find it stale).
+        with interrupts_deferred():
+            parent_run.mark_unmarked(study, parent_id)
+            log_report(parent_id, study)
+        raise
 
 
 def _retrain_if_needed(
@@ -177,17 +220,23 @@ def _objective(space: SearchSpace, study_name: str, parent_id: str):
     def objective(trial: optuna.Trial) -> float:
         keras.backend.clear_session()  # no graph or layer-name build-up across trials
         trial.set_user_attr(tags.WORKER_ATTR, storages.worker_id())
-        sampled = sample(trial, space)
-        cfg = space.config(sampled, extra={"run_name": f"{study_name}-trial-{trial.number}"})
-        pruning = _PruneBetweenEpochs(trial, EPOCH_METRIC[space.objective])
-        result = train(
-            cfg,
-            parent_run_id=parent_id,
-            extra_callbacks=[pruning],
-            evaluate_test=False,
-            log_model=False,
-            tags=parent_run.trial_tags(study_name, trial.number),
-        )
+        trial.set_user_attr(tags.SPACE_DIGEST_ATTR, space.digest)
+        try:
+            sampled = sample(trial, space)
+            cfg = space.config(sampled, extra={"run_name": f"{study_name}-trial-{trial.number}"})
+            pruning = _PruneBetweenEpochs(trial, EPOCH_METRIC[space.objective])
+            result = train(
+                cfg,
+                parent_run_id=parent_id,
+                extra_callbacks=[pruning],
+                evaluate_test=False,
+                log_model=False,
+                tags=parent_run.trial_tags(study_name, trial.number, space.digest),
+            )
+        except Exception as e:
+            # Optuna 5 keeps no failure reason: the trial's run and the progress line read this one.
+            trial.set_user_attr(tags.FAIL_REASON_ATTR, f"{type(e).__name__}: {e}"[:MAX_REASON])
+            raise
         trial.set_user_attr(tags.TRIAL_RUN_ATTR, result.run_id)
         if pruning.pruned is not None:
             raise pruning.pruned
@@ -216,7 +265,7 @@ class _Progress:
         states = [t.state for t in study.get_trials(deepcopy=False)]
         value = "-" if trial.value is None else f"{trial.value:.4f}"
         best_text = "none yet" if best is None else f"{best.value:.4f} (trial {best.number})"
-        reason = trial.system_attrs.get("fail_reason", "").splitlines()[:1]
+        reason = trial.user_attrs.get(tags.FAIL_REASON_ATTR, "").splitlines()[:1]
         print(
             f"[{self.done}/{self.n_trials}] trial {trial.number} {trial.state.name} value={value} "
             f"best={best_text} | study: {states.count(TrialState.COMPLETE)} complete, "
@@ -234,8 +283,10 @@ def retrain_best(space: SearchSpace, study: optuna.Study, best: FrozenTrial, par
     limit = f"{cfg.train.epochs} epochs{budget}"
     print(f"retraining trial {best.number}'s config on the full training data ({limit})", flush=True)
     run_tags = {tags.STUDY: study.study_name, tags.ROLE: tags.ROLE_BEST, tags.BEST_TRIAL: str(best.number)}
+    run_tags[tags.SPACE_DIGEST] = space.digest  # its epochs and budget are this space's (params: train.epochs)
     result = train(cfg, parent_run_id=parent_id, tags=run_tags)
     client = mlflow.MlflowClient()
+    retry_locked(lambda: client.log_text(result.run_id, space.text, "search_space.yaml"))
     retry_locked(lambda: client.set_tag(parent_id, tags.BEST_RUN_ID, result.run_id))
     for name in ("test_accuracy", "test_macro_f1", "test_loss"):
         if name in result.metrics:

@@ -90,3 +90,29 @@ def test_study_report_without_storage_rebuilds_from_trials_csv(tracking, tmp_pat
     cells = [c.strip() for c in first_row.strip("|").split("|")]
     assert cells[0] == str(study.best_trial.number) and float(cells[1]) == pytest.approx(study.best_value, abs=1e-3)
     assert "`train.learning_rate` explains" in text
+
+
+def test_a_study_rebuilt_from_its_record_has_the_same_importances(tracking, tmp_path):
+    from cnnexp.reports.study import importances, load_study, load_trials, study_from_trials
+    from cnnexp.tuning.artifacts import log_report
+
+    _record_study(tmp_path, "same")
+    run = _study_run("same")
+    log_report(run.info.run_id, optuna.load_study(study_name="same", storage=f"sqlite:///{tmp_path / 'optuna.db'}"))
+    trials = load_trials(run.info.run_id)
+    loaded, note = load_study("same", run, trials)
+    assert note.startswith("loaded from its Optuna storage")
+    before = importances(loaded)
+    assert len(before) == 3
+
+    (tmp_path / "optuna.db").unlink()  # storage unreachable: rebuilt with the recorded distributions
+    rebuilt, note = load_study("same", run, trials)
+    assert note.startswith("rebuilt from `trials.csv` and `distributions.json`")
+    lr = rebuilt.best_trial.distributions["train.learning_rate"]
+    assert lr.log and (lr.low, lr.high) == (1e-4, 1e-1)  # the log scale and bounds, not the observed values
+    after = importances(rebuilt)
+    assert list(after) == list(before) and list(after.values()) == pytest.approx(list(before.values()))
+    # what the rebuild gave before distributions were recorded: another study, other importances
+    assert list(importances(study_from_trials(trials, "same", "maximize")).values()) != pytest.approx(
+        list(before.values())
+    )

@@ -136,3 +136,52 @@ def test_bad_space_fails_before_any_study_or_run(tracking, tmp_path, capsys):
     assert f"{path}: params.model.blocks: low (3) > high (2)" in capsys.readouterr().err
     assert not (tmp_path / "optuna.db").exists()
     assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
+
+
+@pytest.mark.parametrize(
+    "changes, key, reason",
+    [
+        (
+            {"params/model.blocks/type": "float"},
+            "params.model.blocks.type",
+            "model.blocks is int: use int or categorical",
+        ),
+        ({"params/model.blocks/high": 5}, "params.model.blocks=5", "pools the 8x8 input below 1x1"),
+        ({"params/model.blocks/step": 0.5}, "params.model.blocks.step", "whole number for an int parameter"),
+        ({"params/train.momentum/when": {"train.optimizer": []}}, "train.momentum.when.train.optimizer", "never"),
+        ({"fixed/run_name": "mine"}, "fixed.run_name", "is set by the study"),
+        (
+            {"params/model.batch_norm": {"type": "int", "low": 0, "high": 1}},
+            "params.model.batch_norm.type",
+            "model.batch_norm is bool: use categorical",
+        ),
+    ],
+)
+def test_space_values_that_would_fail_every_trial_are_refused(tmp_path, changes, key, reason):
+    path = _write(tmp_path, _with(**changes))
+    with pytest.raises(SearchSpaceError) as err:
+        load_space(path)
+    assert str(path) in str(err.value) and key in str(err.value) and reason in str(err.value)
+
+
+def test_spatial_check_uses_the_space_datasets_input(tmp_path):
+    # 5 blocks pool 8x8 digits below 1x1 but fit 32x32 CIFAR-10 (32 -> 1) and a 32x32 folder
+    blocks = {"params/model.blocks/high": 5}
+    assert load_space(_write(tmp_path, _with(dataset="cifar10", **blocks))).params[-1].high == 5
+    with pytest.raises(SearchSpaceError, match="pools the 28x28 input below 1x1"):
+        load_space(_write(tmp_path, _with(dataset="fashion_mnist", **{"params/model.blocks/high": 6})))
+
+
+def test_yaml_pitfalls_get_clear_messages(tmp_path):
+    text = yaml.safe_dump(VALID, sort_keys=False)
+    duplicated = text.replace("params:\n", "params:\n  model.blocks: {type: int, low: 1, high: 3}\n", 1)
+    with pytest.raises(SearchSpaceError, match=r"key 'model.blocks' is written twice \(line \d+\)"):
+        load_space(_write(tmp_path, duplicated))
+    sci = text.replace("low: 0.001", "low: 1e-3")
+    assert "1e-3" in sci
+    with pytest.raises(SearchSpaceError, match=r"got '1e-3' \(YAML reads it as text: write 1.0e-3\)"):
+        load_space(_write(tmp_path, sci))
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(text.replace("dataset: digits", "dataset: digits  # caf\xe9").encode("latin-1"))
+    with pytest.raises(SearchSpaceError, match=f"{path}: not UTF-8 text"):
+        load_space(path)

@@ -53,3 +53,32 @@ def test_only_one_creator_and_direction_is_checked(tmp_path):
     assert (created, again) == (True, False)
     with pytest.raises(ConfigError, match="exists with direction maximize"):
         create_or_load("s", storage, "minimize", sampler, pruner)
+
+
+def test_dead_local_workers_trials_are_failed_on_rdb_storages_too(tmp_path):
+    import socket
+    import subprocess
+
+    from optuna.trial import TrialState
+
+    from cnnexp.tracking import tags
+    from cnnexp.tuning.storage import _start_time, fail_dead_local_trials
+
+    storage = make_storage(f"sqlite:///{tmp_path / 'o.db'}")
+    study = optuna.create_study(study_name="s", storage=storage)
+    gone = subprocess.Popen(["true"])
+    started = _start_time(gone.pid)
+    gone.wait()
+    workers = {"dead": f"{socket.gethostname()}:{gone.pid}:{started}", "remote": "another-host:1:1"}
+    trials = {}
+    for name, worker in workers.items():
+        trials[name] = study.ask()
+        trials[name].suggest_float("x", 0, 1)
+        trials[name].set_user_attr(tags.WORKER_ATTR, worker)
+    seen = []
+    assert fail_dead_local_trials(study, storage, lambda s, t: seen.append(t.number)) == 1
+    states = {name: study.trials[t.number].state for name, t in trials.items()}
+    # the dead local worker's trial is failed and retried at once; another machine's is left to heartbeats
+    assert states == {"dead": TrialState.FAIL, "remote": TrialState.RUNNING} and seen == [trials["dead"].number]
+    (retry,) = [t for t in study.trials if t.state == TrialState.WAITING]
+    assert retry.system_attrs["failed_trial"] == trials["dead"].number
