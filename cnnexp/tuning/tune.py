@@ -112,7 +112,7 @@ def _open_study(opts: TuneOptions, space: SearchSpace) -> tuple[optuna.Study, op
     storage = storages.make_storage(opts.storage, heartbeat_interval=opts.heartbeat_interval, on_stale_trial=hook)
     pruner = opts.pruner
     if isinstance(pruner, str):
-        pruner = storages.make_pruner(pruner, space.trial_epochs)
+        pruner = storages.make_pruner(pruner, space.trial_epochs, space.trial_warmup_epochs())
     sampler = storages.make_sampler(opts.sampler, opts.seed)
     study, created = storages.create_or_load(opts.study_name, storage, space.direction, sampler, pruner)
     if not created and opts.seed is not None:
