@@ -88,7 +88,11 @@ def test_successive_halving_stops_a_trial_behind_the_best_third_at_its_first_run
 
 
 def test_a_space_reports_its_longest_trial_warm_up():
-    doc = {"dataset": "digits", "trials": {"epochs": 10}, "params": {"model.dropout": {"type": "float", "low": 0, "high": 0.5}}}
+    doc = {
+        "dataset": "digits",
+        "trials": {"epochs": 10},
+        "params": {"model.dropout": {"type": "float", "low": 0, "high": 0.5}},
+    }
     assert parse_space(doc, "s").trial_warmup_epochs() == pytest.approx(2.0)  # the default one-cycle: 20%
     doc["fixed"] = {"train.lr_schedule": "wsd", "train.warmup_epochs": 1}
     assert parse_space(doc, "s").trial_warmup_epochs() == 1
