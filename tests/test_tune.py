@@ -147,6 +147,43 @@ def test_pruned_trial_marked_in_optuna_and_mlflow(tracking, tmp_path):
     assert trials[0].data.tags[tags.TRIAL_STATE] == "COMPLETE"
 
 
+def test_a_pruned_trials_run_says_at_which_rung_with_what_score_against_what_threshold(tracking, tmp_path, monkeypatch):
+    monkeypatch.setattr("cnnexp.tuning.tune.log_report", lambda parent_id, study: [])  # plots: tested above
+    # Random sampler, seed 10: trial 0 trains at 1e-2, trial 1 at 1e-7 (learns nothing in 3 epochs), so
+    # successive halving stops trial 1 at its first rung (epoch 2), below trial 0's value there.
+    params = {"train.learning_rate": {"type": "categorical", "choices": [1e-2, 1e-7]}}
+    fixed = {**TINY_SPACE["fixed"], "train.lr_schedule": "wsd", "train.warmup_epochs": 0.5}
+    space = write_space(tmp_path, trials={"epochs": 3, "train_subset": 600}, fixed=fixed, params=params)
+    opts = TuneOptions(str(space), "why", 2, storage=f"sqlite:///{tmp_path / 'o.db'}", sampler="random", seed=10)
+    opts.pruner, opts.retrain_best = "sha", False
+    study = tune(opts).study
+    good, bad = study.trials
+    assert (good.params["train.learning_rate"], bad.params["train.learning_rate"]) == (1e-2, 1e-7)
+    assert (good.state, bad.state) == (TrialState.COMPLETE, TrialState.PRUNED)
+    runs = {int(r.data.tags[tags.TRIAL_NUMBER]): r for r in study_runs("why")["trial"]}
+    pruned = runs[1].data.tags
+    assert pruned[tags.PRUNED_AT] == "2"  # the first rung: step 1, after the 0.5-epoch warm-up
+    assert float(pruned[tags.PRUNED_SCORE]) == pytest.approx(bad.intermediate_values[1], abs=1e-5)
+    assert float(pruned[tags.PRUNED_THRESHOLD]) == pytest.approx(good.intermediate_values[1], abs=1e-5)
+    assert "rung 0: not among the best 1 of 2 trials" in pruned[tags.PRUNED_RULE]
+    assert tags.PRUNED_AT not in runs[0].data.tags
+
+
+def test_a_median_prune_is_explained_by_the_median_of_the_complete_trials():
+    from cnnexp.tuning.pruning import explain
+
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(1, 0))
+    for curve in ([0.5, 0.7], [0.6, 0.9], [0.4, 0.8]):
+        study.add_trial(create_trial(value=curve[-1], intermediate_values=dict(enumerate(curve))))
+    trial = study.ask()
+    trial.report(0.3, 0)
+    trial.report(0.65, 1)
+    assert trial.should_prune()
+    why = explain(study, study._storage.get_trial(trial._trial_id), 1)
+    assert why[tags.PRUNED_AT] == "2" and why[tags.PRUNED_SCORE] == "0.65"
+    assert why[tags.PRUNED_THRESHOLD] == "0.8" and "50th percentile of 3 complete trials" in why[tags.PRUNED_RULE]
+
+
 def test_best_trial_ignores_pruned_partial_values():
     study = optuna.create_study(direction="maximize")
     study.add_trial(create_trial(state=TrialState.PRUNED, value=0.99, intermediate_values={0: 0.99}))

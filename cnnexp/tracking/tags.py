@@ -32,7 +32,12 @@ TRIAL_STATE = "cnnexp.trial_state"
 TRIAL_VALUE = "cnnexp.trial_value"
 BEST_TRIAL = "cnnexp.best_trial"
 BEST_RUN_ID = "cnnexp.best_run_id"
-BEST_PARAM_PREFIX = "best."  # parent-run tags best.<dotted key> = value
+BEST_PARAM_PREFIX = "best."
+# A pruned trial's run: the epoch it was stopped after, the score the pruner judged, the bar it missed.
+PRUNED_AT = "cnnexp.pruned_at"
+PRUNED_SCORE = "cnnexp.pruned_score"
+PRUNED_THRESHOLD = "cnnexp.pruned_threshold"  # absent when the pruner has no threshold to show
+PRUNED_RULE = "cnnexp.pruned_rule"  # parent-run tags best.<dotted key> = value
 
 # Roles
 ROLE_STUDY, ROLE_TRIAL, ROLE_BEST = "study", "trial", "best"

@@ -24,7 +24,7 @@ from cnnexp.errors import ConfigError
 from cnnexp.tracking import tags
 from cnnexp.tracking.runs import marked_running, retry_locked
 from cnnexp.training.train import TrainResult, train
-from cnnexp.tuning import parent_run
+from cnnexp.tuning import parent_run, pruning
 from cnnexp.tuning import storage as storages
 from cnnexp.tuning.artifacts import log_report
 from cnnexp.tuning.space import SearchSpace, load_space, sample
@@ -75,6 +75,7 @@ class _PruneBetweenEpochs(KerasPruningCallback):
         except optuna.TrialPruned as e:
             self.pruned = e
             self.model.stop_training = True
+            pruning.tag_active_run(self._trial, epoch)  # inside train()'s run: the trial's run
 
 
 def tune(opts: TuneOptions) -> TuneResult:
