@@ -1,6 +1,7 @@
 """Studies end to end on digits with tiny models: nesting, resume, pruning, failures, heartbeats."""
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -168,6 +169,11 @@ def test_a_pruned_trials_run_says_at_which_rung_with_what_score_against_what_thr
     assert "rung 0: not among the best 1 of 2 trials" in pruned[tags.PRUNED_RULE]
     assert tags.PRUNED_AT not in runs[0].data.tags
 
+    from cnnexp.reports.study import pruned_section
+
+    text = "\n".join(pruned_section(study_runs("why")["study"][0]))
+    assert "## Pruned trials" in text and pruned[tags.PRUNED_THRESHOLD] in text and "| 1 " in text
+
 
 def test_a_median_prune_is_explained_by_the_median_of_the_complete_trials():
     from cnnexp.tuning.pruning import explain
@@ -182,6 +188,34 @@ def test_a_median_prune_is_explained_by_the_median_of_the_complete_trials():
     why = explain(study, study._storage.get_trial(trial._trial_id), 1)
     assert why[tags.PRUNED_AT] == "2" and why[tags.PRUNED_SCORE] == "0.65"
     assert why[tags.PRUNED_THRESHOLD] == "0.8" and "50th percentile of 3 complete trials" in why[tags.PRUNED_RULE]
+
+
+@pytest.mark.slow  # a deadline study lasts its deadline: one minute, the least that fits its fixed costs here
+def test_a_deadline_study_plans_itself_prints_and_logs_the_plan_and_ends_in_time(tracking, tmp_path, capsys):
+    budget_min = 1
+    space = write_space(tmp_path, retrain={"epochs": 50})  # more epochs than fit: the deadline must stop it
+    argv = ["tune", "--space", str(space), "--study-name", "dl", "--storage", f"sqlite:///{tmp_path / 'o.db'}"]
+    argv += ["--seed", "0", "--pruner", "sha", "--time-budget-minutes", str(budget_min)]
+    start = time.monotonic()
+    assert main(argv) == 0
+    wall = time.monotonic() - start
+    out = capsys.readouterr().out
+    assert "plan for a 1-minute study" in out and "more configuration(s)" in out and "deadline study:" in out
+    assert out.index("plan for a") < out.index("retraining trial")  # the plan comes before the study goes on
+
+    study = optuna.load_study(study_name="dl", storage=f"sqlite:///{tmp_path / 'o.db'}")
+    longest = max(t.duration.total_seconds() for t in study.trials)
+    assert wall <= budget_min * 60 + longest  # the contract: the deadline, plus at most the trial running at it
+    (parent,) = study_runs("dl")["study"]
+    plan = json.loads(open(artifact(parent.info.run_id, "plan.json")).read())
+    print(out[out.index("plan for a") :])
+    assert plan["plan"]["budget_s"] == 60 and plan["plan"]["pruner"] == "sha" and plan["plan"]["rungs"] == [2]
+    assert plan["outcome"]["trials_run"] == len(study.trials) <= plan["plan"]["n_trials"] + 1
+    assert parent.data.tags[tags.TIME_BUDGET] == "1"
+    assert parent.data.tags[tags.PLAN_TRIALS] == str(plan["plan"]["n_trials"] + 1)
+    assert parent.data.tags[tags.DEADLINE_MET] == str(plan["outcome"]["within_budget"]).lower()
+    (best,) = study_runs("dl")["best"]
+    assert float(best.data.params["train.time_budget_minutes"]) <= budget_min  # the retrain got what was left
 
 
 def test_best_trial_ignores_pruned_partial_values():

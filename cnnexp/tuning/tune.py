@@ -27,6 +27,7 @@ from cnnexp.training.train import TrainResult, train
 from cnnexp.tuning import parent_run, pruning
 from cnnexp.tuning import storage as storages
 from cnnexp.tuning.artifacts import log_report
+from cnnexp.tuning.deadline import Planner
 from cnnexp.tuning.space import SearchSpace, load_space, sample
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ class TuneOptions:
     retrain_best: bool = True
     experiment_name: str = "cnnexp"
     heartbeat_interval: int = storages.HEARTBEAT_INTERVAL
+    # Plan the study to end within this many minutes (tuning/plan.py); n_trials then caps it.
+    time_budget_minutes: float | None = None
 
 
 @dataclass
@@ -80,6 +83,7 @@ class _PruneBetweenEpochs(KerasPruningCallback):
 
 def tune(opts: TuneOptions) -> TuneResult:
     """Run (or join, or resume) the study: every step below leaves a record that the next one trusts."""
+    started = time.monotonic()  # a deadline study's clock
     space = _checked_space(opts)  # a bad space or option fails here, before any study or run exists
     # Under `mlflow run`, its run id is in the environment and the next start_run would resume it:
     # take it out so trials get runs of their own, and point that launcher run at the study.
@@ -92,11 +96,18 @@ def tune(opts: TuneOptions) -> TuneResult:
         f"parent run {parent_id}; {opts.n_trials} trial(s) to run",
         flush=True,
     )
+    planner = Planner(opts, space, parent_id, started) if opts.time_budget_minutes and opts.n_trials else None
     with marked_running(parent_id):
-        _run_trials(study, space, opts, parent_id)
+        if planner:
+            planner.run_trials(study, _run_trials)
+        else:
+            _run_trials(study, space, opts, parent_id)
         best = parent_run.log_best(parent_id, study)
         log_report(parent_id, study)
-        retrained = _retrain_if_needed(space, study, best, parent_id, opts.retrain_best)
+        retrain_space = planner.retrain_space() if planner else space
+        retrained = _retrain_if_needed(retrain_space, study, best, parent_id, opts.retrain_best)
+        if planner:
+            planner.finish(study)
     return TuneResult(study, parent_id, best, retrained)
 
 
@@ -104,6 +115,8 @@ def _checked_space(opts: TuneOptions) -> SearchSpace:
     space = load_space(opts.space)
     if opts.n_trials < 0:
         raise ConfigError(f"n_trials={opts.n_trials} must be >= 0")
+    if opts.time_budget_minutes is not None and opts.time_budget_minutes <= 0:
+        raise ConfigError(f"time_budget_minutes={opts.time_budget_minutes} must be a positive number of minutes")
     return space
 
 
