@@ -21,8 +21,8 @@ def test_search_efficiency_smoke(tracking, tmp_path, capsys, monkeypatch):
     assert {"machine", "settings", "studies", "ratios", "rounds"} <= result.keys()
 
     (round_,) = result["rounds"]
-    unpruned, pruned = round_["studies"]["unpruned"], round_["studies"]["pruned-hyperband"]
-    assert (unpruned["pruner"], pruned["pruner"]) == ("none", "hyperband")
+    unpruned, pruned = round_["studies"]["unpruned"], round_["studies"]["pruned-sha"]
+    assert (unpruned["pruner"], pruned["pruner"]) == ("none", "sha")
     for study in (unpruned, pruned):
         s, trials = study["summary"], study["trials"]
         assert s["trials"] == len(trials) == 2
@@ -32,23 +32,29 @@ def test_search_efficiency_smoke(tracking, tmp_path, capsys, monkeypatch):
         assert s["images"] == sum(t["images"] for t in trials) == trials[-1]["cum_images"]
         assert s["wall_s"] == pytest.approx(sum(t["wall_s"] for t in trials))
         assert 0 < s["best_val_accuracy"] <= 1 and s["study_wall_s"] >= s["wall_s"]
-    # Same space, sampler and seed: the same configurations, of which the pruned study trains no more.
+    # One seeded random sampler: the same configurations in both studies, the list draw_configs gives.
     assert [t["params"] for t in pruned["trials"]] == [t["params"] for t in unpruned["trials"]]
+    assert round_["same_configs"] == {"unpruned": True, "pruned-sha": True}
+    assert result["settings"]["sampler"] == "random" and result["settings"]["schedule"] == "wsd"
+    kept = round_["survival"]["pruned-sha"]
+    assert kept["winner"] == any(t["state"] == "COMPLETE" and t["value"] == unpruned["summary"]["best_val_accuracy"]
+                                 for t in pruned["trials"])  # fmt: skip
+    assert round_["survival"]["unpruned"]["winner"] is True  # a study always keeps its own winner
     assert unpruned["summary"]["pruned"] == 0 and all(t["epochs"] == 2 for t in unpruned["trials"])
     assert pruned["summary"]["images"] <= unpruned["summary"]["images"]
 
     # The target: the unpruned best minus half a point, which the unpruned study reaches by definition.
     assert round_["target"] == pytest.approx(unpruned["summary"]["best_val_accuracy"] - 0.005)
     assert round_["to_target"]["unpruned"]["images"] <= unpruned["summary"]["images"]
-    ratio = round_["ratios"]["pruned-hyperband"]
-    if round_["to_target"]["pruned-hyperband"] is None:  # pruned the config that mattered: n/a, with the gap
+    ratio = round_["ratios"]["pruned-sha"]
+    if round_["to_target"]["pruned-sha"] is None:  # pruned the config that mattered: n/a, with the gap
         assert ratio["images"] is None and ratio["shortfall"] > 0
     else:
         assert ratio["images"] >= 1 and ratio["wall"] > 0 and ratio["shortfall"] is None
     (summary,) = result["ratios"]
-    assert summary["study"] == "pruned-hyperband" and summary["rounds"] == 1
-    assert [row["study"] for row in result["studies"]] == ["unpruned", "pruned-hyperband"]
-    assert "| pruned-hyperband |" in capsys.readouterr().out
+    assert summary["study"] == "pruned-sha" and summary["rounds"] == 1
+    assert [row["study"] for row in result["studies"]] == ["unpruned", "pruned-sha"]
+    assert "| pruned-sha |" in capsys.readouterr().out
 
     # The caller's MLflow store and working directory are untouched: the studies had stores of their own.
     assert os.environ["MLFLOW_TRACKING_URI"] == mlflow.get_tracking_uri() == tracking
@@ -78,6 +84,7 @@ def test_ratio_is_compute_to_target_and_na_with_shortfall_when_missed():
     missed = _study(("COMPLETE", 0.88, 9), ("PRUNED", None, 2))
     studies = {"unpruned": unpruned, "pruned-a": reached, "pruned-b": missed}
     result = search_efficiency.compare(studies)
+    assert result["survival"]["pruned-a"] is None  # rows without params: nothing to match
     assert result["target"] == pytest.approx(0.895)
     assert result["to_target"]["unpruned"] == {"images": 1800, "wall_s": 18, "trials": 2}
     assert result["ratios"]["pruned-a"] == {
@@ -97,5 +104,42 @@ def test_ratio_is_compute_to_target_and_na_with_shortfall_when_missed():
     ]
     a, b = (search_efficiency._ratio_cells(r) for r in ratio_rows)
     assert a["reached target"] == "1/1" and a["images ratio (unpruned/pruned)"] == "1.64 [1.64-1.64]"
-    assert a[">= 3x images / wall"] == "no / no"
+    assert a[">= 3x images / wall"] == "no / no" and a["winner or one within 0.5 survived"] == "0/1"
     assert b["reached target"] == "0/1 (short by 0.0150)" and b["images ratio (unpruned/pruned)"] == "n/a"
+
+
+def test_survival_matches_configurations_by_params():
+    def rows(*trials):
+        return [{"params": {"x": x}, "state": st, "value": v} for x, st, v in trials]
+
+    unpruned = rows((1, "COMPLETE", 0.80), (2, "COMPLETE", 0.90), (3, "COMPLETE", 0.897))
+    lost_winner = rows((1, "COMPLETE", 0.80), (2, "PRUNED", None), (3, "COMPLETE", 0.897))
+    assert search_efficiency.survived(unpruned, lost_winner, 0.895) == {
+        "winner": False,
+        "within_tolerance": True,  # configuration 3 scored within 0.5 point of the winner unpruned
+        "candidates": 2,
+    }
+    lost_both = rows((1, "COMPLETE", 0.80), (2, "PRUNED", None), (3, "PRUNED", None))
+    assert search_efficiency.survived(unpruned, lost_both, 0.895)["within_tolerance"] is False
+
+
+def test_rank_correlation_smoke(tmp_path):
+    from benchmarks import rank_correlation
+
+    out = tmp_path / "results"
+    assert rank_correlation.main(["--smoke", "--configs", "3", "--schedules", "wsd", "linear", "--out", str(out)]) == 0
+    result = json.loads((out / "rank_correlation.json").read_text())
+    assert {"machine", "settings", "correlations", "runs"} <= result.keys() and "commit" in result["machine"]
+    assert "cpu_flags" in result["machine"] and result["settings"]["sha_rungs"] == {"wsd": [2], "linear": [2]}
+    wsd, linear = result["runs"]["wsd"], result["runs"]["linear"]
+    assert [r["params"] for r in wsd] == [r["params"] for r in linear]  # the same configurations for each schedule
+    for run in wsd:
+        assert len(run["final"]["val_accuracy"]) == len(run["final"]["epoch_s"]) == 3 and "rungs" not in run
+    for run in linear:  # budgeted: the rung is a run of its own, annealed at its end
+        assert len(run["rungs"]["2"]["val_accuracy"]) == 2
+    rows = {(r["schedule"], r["rung_epoch"]): r for r in result["correlations"]}
+    assert set(rows) == {("wsd", 1), ("wsd", 2), ("linear", 2)}
+    for row in rows.values():
+        assert row["spearman"] is None or -1 <= row["spearman"] <= 1
+        assert row["cost_s"] > 0
+    assert rows[("wsd", 2)]["sha_rung"] and not rows[("wsd", 1)]["sha_rung"]

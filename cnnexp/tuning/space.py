@@ -20,7 +20,6 @@ import yaml
 
 from cnnexp.config import ExperimentConfig, build_config
 from cnnexp.errors import ConfigError, SearchSpaceError
-from cnnexp.training.schedules import warmup_epochs
 
 PARAM_TYPES = ("float", "int", "categorical")
 OBJECTIVES = {"val_accuracy": "maximize", "val_loss": "minimize"}
@@ -95,6 +94,8 @@ class SearchSpace:
     def trial_warmup_epochs(self) -> float:
         """The longest learning-rate warm-up a trial of this space can have (the pruner's first cut waits
         for it): over the fixed values and every choice or range end of a tuned schedule or warm-up."""
+        from cnnexp.training.schedules import warmup_epochs  # here: schedules imports Keras, a space need not
+
         tuned = [p for p in self.params if p.key in _WARMUP_KEYS]
         options: list[dict[str, Any]] = [{}]
         for p in tuned:
