@@ -36,7 +36,7 @@ NAME = "rank_correlation"
 SCHEDULES = ("onecycle", "wsd", "linear")
 IN_TRIAL = ("onecycle", "wsd")  # a rung's score is read from the full-length run's history
 DEFAULTS = {"space": "search_spaces/fashion_mnist.yaml", "configs": 27, "trial_epochs": 9, "train_subset": 2000}
-SMOKE = {"space": "search_spaces/digits.yaml", "configs": 4, "trial_epochs": 3, "train_subset": 300}
+SMOKE = {"space": "search_spaces/digits.yaml", "configs": 3, "trial_epochs": 2, "train_subset": 300}
 
 
 def build_parser():
@@ -138,8 +138,10 @@ def main(argv: list[str] | None = None) -> int:
                 "final": train_curve(space, params, over, split_cache),
             }
             if schedule not in IN_TRIAL:
-                run["rungs"] = {
+                run["rungs"] = {  # a rung at the full budget is the full-length run itself
                     str(r): train_curve(space, params, {**over, "train.epochs": r}, split_cache)
+                    if r < epochs
+                    else run["final"]
                     for r in sha_rungs[schedule]
                 }
             results[schedule].append(run)

@@ -127,19 +127,32 @@ def test_rank_correlation_smoke(tmp_path):
     from benchmarks import rank_correlation
 
     out = tmp_path / "results"
-    assert rank_correlation.main(["--smoke", "--configs", "3", "--schedules", "wsd", "linear", "--out", str(out)]) == 0
+    assert rank_correlation.main(["--smoke", "--schedules", "wsd", "--out", str(out)]) == 0
     result = json.loads((out / "rank_correlation.json").read_text())
     assert {"machine", "settings", "correlations", "runs"} <= result.keys() and "commit" in result["machine"]
-    assert "cpu_flags" in result["machine"] and result["settings"]["sha_rungs"] == {"wsd": [2], "linear": [2]}
-    wsd, linear = result["runs"]["wsd"], result["runs"]["linear"]
-    assert [r["params"] for r in wsd] == [r["params"] for r in linear]  # the same configurations for each schedule
-    for run in wsd:
-        assert len(run["final"]["val_accuracy"]) == len(run["final"]["epoch_s"]) == 3 and "rungs" not in run
-    for run in linear:  # budgeted: the rung is a run of its own, annealed at its end
-        assert len(run["rungs"]["2"]["val_accuracy"]) == 2
-    rows = {(r["schedule"], r["rung_epoch"]): r for r in result["correlations"]}
-    assert set(rows) == {("wsd", 1), ("wsd", 2), ("linear", 2)}
-    for row in rows.values():
-        assert row["spearman"] is None or -1 <= row["spearman"] <= 1
-        assert row["cost_s"] > 0
-    assert rows[("wsd", 2)]["sha_rung"] and not rows[("wsd", 1)]["sha_rung"]
+    assert "cpu_flags" in result["machine"] and result["settings"]["sha_rungs"] == {"wsd": [2]}
+    runs = result["runs"]["wsd"]
+    assert len(runs) == 3 and len({str(r["params"]) for r in runs}) == 3  # three drawn configurations
+    for run in runs:
+        assert len(run["final"]["val_accuracy"]) == len(run["final"]["epoch_s"]) == 2 and "rungs" not in run
+    (row,) = result["correlations"]
+    assert (row["schedule"], row["rung_epoch"], row["sha_rung"]) == ("wsd", 1, False) and row["cost_s"] > 0
+    assert row["spearman"] is None or -1 <= row["spearman"] <= 1
+
+
+def test_rank_correlation_reads_in_trial_rungs_from_the_history_and_budgeted_rungs_from_their_own_runs():
+    from benchmarks.rank_correlation import correlate
+
+    def curve(*acc):
+        return {"val_accuracy": list(acc), "epoch_s": [1.0] * len(acc)}
+
+    # Ranked 2 > 1 > 0 at the end; at epoch 1 the order is reversed, at epoch 2 it is right.
+    runs = [{"final": curve(0.5, 0.6, 0.7)}, {"final": curve(0.4, 0.7, 0.8)}, {"final": curve(0.3, 0.8, 0.9)}]
+    rows = correlate(runs, "wsd", [1, 2])
+    assert [r["spearman"] for r in rows] == [pytest.approx(-1.0), pytest.approx(1.0)]
+    assert [r["cost_s"] for r in rows] == [3.0, 6.0]  # epochs trained up to the rung, over the configurations
+    for run, rung in zip(runs, (curve(0.2, 0.3), curve(0.2, 0.1), curve(0.4, 0.5)), strict=True):
+        run["rungs"] = {"2": rung}
+    (row,) = correlate(runs, "linear", [2])
+    assert row["spearman"] == pytest.approx(0.5) and row["cost_s"] == 6.0  # best scores 0.3, 0.2, 0.5
+    assert correlate([{"final": curve(0.5, 0.5)}] * 3, "wsd", [1])[0]["spearman"] is None  # constant: undefined
