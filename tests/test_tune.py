@@ -264,7 +264,9 @@ def _cnnexp(*args: str, tmp_path: Path, tracking: str) -> subprocess.Popen:
 def test_two_workers_share_one_journal_study(tracking, tmp_path):
     space = write_space(tmp_path)
     # No pruner: whether the 4th trial meets the median pruner's 3 finished trials depends on the race.
-    args = ["--space", str(space), "--study-name", "par", "--storage", "journal:./study.log", "--n-trials", "2"]
+    # 3 trials each: the 6th is TPE's own draw (after 5 start-up trials), made with constant_liar while the
+    # other worker's trial is RUNNING; the parallel-aware sampler must still give exactly the requested trials.
+    args = ["--space", str(space), "--study-name", "par", "--storage", "journal:./study.log", "--n-trials", "3"]
     args += ["--pruner", "none"]
     # The store's schema is built now: the worker that loses the creation race waits a bounded time for
     # the creator's parent run, and migrating a fresh SQLite schema must not eat into that wait.
@@ -278,15 +280,15 @@ def test_two_workers_share_one_journal_study(tracking, tmp_path):
 
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.log")))
     study = optuna.load_study(study_name="par", storage=storage)
-    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    assert [t.number for t in study.trials] == [0, 1, 2, 3, 4, 5]
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     runs = study_runs("par")
     (parent,) = runs["study"]
     numbers = sorted(int(r.data.tags[tags.TRIAL_NUMBER]) for r in runs["trial"])
-    assert numbers == [0, 1, 2, 3]  # every trial once, none duplicated
+    assert numbers == [0, 1, 2, 3, 4, 5]  # every trial once, none duplicated
     assert {r.data.tags["mlflow.parentRunId"] for r in runs["trial"]} == {parent.info.run_id}
     # the workers sampled different configurations
-    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 6
 
 
 def _wait_mid_trial(study_name: str, worker: subprocess.Popen, timeout: float = 300) -> None:
