@@ -205,3 +205,24 @@ def throwaway_store(experiment: str) -> Iterator[str]:
 
 def _fmt_row(row: Mapping[str, float]) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+
+
+def draw_configs(space_path: str | Path, n: int, seed: int) -> list[dict[str, Any]]:
+    """The first ``n`` configurations Optuna's RandomSampler(seed) draws from a cnnexp search space.
+
+    They are what ``cnnexp tune --sampler random --seed SEED`` tries, in that order (the sampler's draws
+    do not depend on the results), so studies and benchmarks given the same seed share one list.
+    """
+    import optuna
+
+    from cnnexp.tuning.space import load_space, sample
+    from cnnexp.tuning.storage import make_sampler
+
+    space = load_space(space_path)
+    study = optuna.create_study(sampler=make_sampler("random", seed))
+    configs = []
+    for _ in range(n):
+        trial = study.ask()
+        configs.append(sample(trial, space))
+        study.tell(trial, 0.0)
+    return configs

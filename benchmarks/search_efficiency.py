@@ -1,35 +1,30 @@
-"""Search efficiency (issue 6): a pruned multi-fidelity study against an unpruned full-fidelity one.
+"""Search efficiency (issues 6, 14): a pruned multi-fidelity study against an unpruned full-fidelity one.
 
-Two Optuna studies through cnnexp's own ``tune()``, with the same search-space YAML, sampler (TPE),
-seed and number of trials, each in a throwaway Optuna storage and MLflow store, no final retrain:
-unpruned (``NopPruner``: every trial trains all its trial epochs) and pruned (a multi-fidelity
-pruner, epochs as the resource: tune's pruning callback reports each epoch's ``val_accuracy``).
+Two Optuna studies through cnnexp's own ``tune()``, each in a throwaway Optuna storage and MLflow
+store, no final retrain, over the SAME list of configurations: both use Optuna's RandomSampler with
+the round's seed, whose draws do not depend on results, so trial k of one study is trial k of the
+other (checked against :func:`benchmarks.common.draw_configs` and recorded as ``same_configs``).
+Unpruned (``NopPruner``: every trial trains all its epochs) against pruned (default ``sha``,
+successive halving, ``storage.make_pruner``: first cut after the trials' warm-up, factor 3).
+
+The trials' schedule is ``--schedule`` (default ``wsd``: a fixed warm-up, a constant rate, a cool-down
+in the last 20%), so every trial is at the same constant rate at every rung; ``onecycle`` reproduces
+the issue-6 setting, where the first cut saw each trial at its own peak rate.
 
 Compute is read from the studies afterwards: training images processed (epochs run = a trial's
 per-epoch reports, times its run's ``split.train_size``) and wall time (trial start to completion;
-tune()'s whole wall, setup and report included, is reported too). In completion order each study
-gives a curve "cumulative compute -> best validation accuracy so far" over its COMPLETE trials (a
-pruned trial's partial value is no result a user gets). The target is the unpruned best minus 0.5
-point (``val_accuracy`` is a fraction: 0.005); the ratio is the unpruned study's compute to reach it
-over the pruned study's. Issue 6's target: >= 3x. A pruned study that never reaches it shows "n/a"
-and its shortfall.
+tune()'s whole wall is reported too). In completion order each study gives a curve "cumulative
+compute -> best validation accuracy so far" over its COMPLETE trials (a pruned trial's partial value
+is no result a user gets). The target is the unpruned best minus 0.5 point; the ratio is the unpruned
+study's compute to reach it over the pruned study's (issue 14's target: >= 3x, median over rounds,
+and in every round the unpruned winner, or a configuration within 0.5 point of it, survives:
+``survival`` in each round). A pruned study that never reaches the target shows "n/a" and its shortfall.
 
-Why Hyperband by default: it is Optuna's multi-fidelity pruner (successive halving over brackets;
-``study_setup.make_pruner``: 1 epoch to the trial epochs, reduction factor 3), what the issue asks
-about. ``cnnexp tune``'s default, the median pruner, runs its first 3 trials in full and stops none
-before its second epoch: on 10 trials of 9 epochs it cannot cut compute by more than 2.2x.
-``--pruner median`` (or ``--pruner hyperband median``) measures it anyway.
+Fidelity: ``--trial-epochs`` and ``--train-subset`` rewrite the trials of a temporary copy of the space
+(the repository's YAML stays as it is). Keras reports epoch e as step e - 1. The studies of a round run
+alternately (order flipped every round); rounds use seeds seed, seed + 1, ...; medians over rounds.
 
-Fidelity: the space's 4 trial epochs leave a pruner little room, so ``--trial-epochs`` and
-``--train-subset`` rewrite the trials of a temporary copy of the space (the repository's YAML stays
-as it is); the unpruned study trains every trial that long. Early stopping, if the space sets it,
-applies to both. Keras reports epoch e as step e - 1: with 9 epochs Hyperband prunes after epoch 2
-or 4, and its top bracket (about 1 trial in 6) never.
-
-This machine's speed swings: the studies of a round run alternately (order flipped every round),
-rounds use seeds seed, seed + 1, ..., and the report gives medians over the rounds.
-
-    python -m benchmarks.search_efficiency                 # about 12-18 min per round on 2 cores
+    python -m benchmarks.search_efficiency                 # 27 configurations x 3 rounds: several hours on 2 cores
     python -m benchmarks.search_efficiency --smoke --out /tmp/bench
 """
 
@@ -46,16 +41,17 @@ from typing import Any
 
 import yaml
 
-from benchmarks.common import Timer, interleave, parser, spread, table, throwaway_store, write_result
+from benchmarks.common import Timer, draw_configs, interleave, parser, spread, table, throwaway_store, write_result
 
 ROOT = Path(__file__).resolve().parents[1]  # the default spaces are the repository's, whatever the cwd
 NAME = "search_efficiency"
 TOLERANCE = 0.005  # "within 0.5 point" of a val_accuracy in 0..1
 TARGET_RATIO = 3.0
 EXPERIMENT = "bench-search"
-# 9 epochs: make_pruner's Hyperband (1 to 9 epochs, factor 3) gets three brackets. Measured on this 2-core
-# machine: 3-6 s per epoch on 2,000 images, so a round is about 12-18 min (pruned side ~2/3 of unpruned).
-DEFAULTS = {"space": "search_spaces/fashion_mnist.yaml", "trials": 10, "trial_epochs": 9, "train_subset": 2000}
+# 9 epochs: successive halving's rungs after epochs 2 and 4 (make_pruner, factor 3). Issue 6 measured 3-6 s
+# per epoch on 2,000 images on this 2-core machine: the unpruned study of 27 is then 12-24 min per round.
+DEFAULTS = {"space": "search_spaces/fashion_mnist.yaml", "trials": 27, "trial_epochs": 9, "train_subset": 2000}
+PRUNERS = ("sha", "hyperband", "median")
 SMOKE = {"space": "search_spaces/digits.yaml", "trials": 2, "trial_epochs": 2, "train_subset": 200}
 
 
@@ -71,18 +67,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pruner",
         nargs="+",
-        choices=("hyperband", "median"),
-        default=["hyperband"],
-        help="pruned studies (default hyperband)",
+        choices=PRUNERS,
+        default=["sha"],
+        help="pruned studies (default sha)",
     )
+    p.add_argument("--schedule", default="wsd", help="train.lr_schedule of every trial (default wsd)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed of round 1; round r uses seed + r - 1")
     return p
 
 
-def write_space(src: Path, dest: Path, epochs: int, subset: int) -> Path:
-    """A copy of the space with the trial fidelity replaced (0: the whole training part)."""
+def write_space(src: Path, dest: Path, epochs: int, subset: int, schedule: str | None = None) -> Path:
+    """A copy of the space with the trial fidelity (0: the whole training part) and schedule replaced."""
     doc = yaml.safe_load(src.read_text())
     doc["trials"] = {**(doc.get("trials") or {}), "epochs": epochs, "train_subset": subset or None}
+    if schedule:
+        doc["fixed"] = {**(doc.get("fixed") or {}), "train.lr_schedule": schedule}
     dest.write_text(
         f"# {src}, trials overridden by benchmarks/search_efficiency.py\n" + yaml.safe_dump(doc, sort_keys=False)
     )
@@ -98,7 +97,7 @@ def run_study(space: Path, pruner: str, n_trials: int, seed: int, root: Path) ->
 
     root.mkdir(parents=True)
     storage = f"sqlite:///{root / 'optuna.db'}"
-    opts = TuneOptions(str(space), root.name, n_trials, storage=storage, sampler="tpe", pruner=pruner, seed=seed)
+    opts = TuneOptions(str(space), root.name, n_trials, storage=storage, sampler="random", pruner=pruner, seed=seed)
     opts.retrain_best, opts.experiment_name = False, EXPERIMENT
     with throwaway_store(EXPERIMENT):
         with Timer() as timer:
@@ -169,7 +168,24 @@ def compare(studies: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "wall": base["wall_s"] / got["wall_s"] if base and got and got["wall_s"] else None,
             "shortfall": short,
         }
-    return {"target": target, "to_target": reach, "ratios": ratios}
+    survival = {side: survived(studies["unpruned"]["trials"], s["trials"], target) for side, s in studies.items()}
+    return {"target": target, "to_target": reach, "ratios": ratios, "survival": survival}
+
+
+def survived(unpruned: list[dict[str, Any]], pruned: list[dict[str, Any]], target: float | None) -> dict | None:
+    """Did the pruned study complete the unpruned winner's configuration, or one the unpruned study scored
+    within 0.5 point of it? (Same configurations on both sides: matched by their params.)"""
+    if target is None or any("params" not in t for t in unpruned + pruned):
+        return None
+
+    def key(t: dict[str, Any]) -> tuple:
+        return tuple(sorted(t["params"].items()))
+
+    done = [t for t in unpruned if t["value"] is not None]
+    winner = max(done, key=lambda t: t["value"])
+    near = {key(t) for t in done if t["value"] >= target}
+    kept = {key(t) for t in pruned if t["state"] == "COMPLETE"}
+    return {"winner": key(winner) in kept, "within_tolerance": bool(near & kept), "candidates": len(near)}
 
 
 def _med(values: list[float | None]) -> float | str:
@@ -201,6 +217,10 @@ def summarize(rounds: list[dict[str, Any]], sides: list[str]) -> tuple[list[dict
             row[f"{key}_meets_target"] = (
                 bool(known) and len(known) == len(ratios) and (statistics.median(known) >= TARGET_RATIO)
             )
+        kept = [r.get("survival", {}).get(side) for r in rounds]
+        row["survived"] = sum(bool(k and (k["winner"] or k["within_tolerance"])) for k in kept)
+        for key in ("images", "wall"):  # issue 14 also asks that the winner (or one within 0.5) survive every round
+            row[f"{key}_meets_target"] = row[f"{key}_meets_target"] and row["survived"] == len(rounds)
         shorts = [x["shortfall"] for x in ratios if x["shortfall"] is not None]
         row["max_shortfall"] = max(shorts) if shorts else None
         ratio_rows.append(row)
@@ -218,6 +238,7 @@ def _ratio_cells(row: dict[str, Any]) -> dict[str, str]:
     return {
         "pruned study": row["study"],
         "reached target": f"{row['reached']}/{row['rounds']}" + ("" if short is None else f" (short by {short:.4f})"),
+        "winner or one within 0.5 survived": f"{row.get('survived', 'n/a')}/{row['rounds']}",
         "images ratio (unpruned/pruned)": cell("images"),
         "wall ratio (unpruned/pruned)": cell("wall"),
         f">= {TARGET_RATIO:g}x images / wall": " / ".join(
@@ -239,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         "trial_epochs": args.trial_epochs or preset["trial_epochs"],
         "train_subset": preset["train_subset"] if args.train_subset is None else args.train_subset,
         "pruners": args.pruner,
-        "sampler": "tpe",
+        "sampler": "random",
+        "schedule": args.schedule,
         "seed": args.seed,
         "repeats": 1 if args.smoke else args.repeats,
         "tolerance": TOLERANCE,
@@ -250,7 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     sides = ["unpruned", *(f"pruned-{p}" for p in args.pruner)]
     studies: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
     with tempfile.TemporaryDirectory(prefix="cnnexp-bench-search-") as tmp:
-        space = write_space(space_src, Path(tmp) / "space.yaml", settings["trial_epochs"], settings["train_subset"])
+        space = write_space(
+            space_src, Path(tmp) / "space.yaml", settings["trial_epochs"], settings["train_subset"], args.schedule
+        )
         if load_space(space).objective != "val_accuracy":  # a bad override fails here, before any study
             raise SystemExit(f"{space_src}: the target is in validation accuracy; objective must be val_accuracy")
 
@@ -272,7 +296,20 @@ def main(argv: list[str] | None = None) -> int:
     rounds = []
     for r in range(settings["repeats"]):
         round_studies = {side: studies[side][r] for side in sides}
-        rounds.append({"round": r + 1, "seed": args.seed + r, **compare(round_studies), "studies": round_studies})
+        drawn = draw_configs(space_src, max(trials, settings["pruned_trials"]), args.seed + r)
+        same = {
+            side: [t["params"] for t in sorted(st["trials"], key=lambda t: t["number"])] == drawn[: len(st["trials"])]
+            for side, st in round_studies.items()
+        }
+        rounds.append(
+            {
+                "round": r + 1,
+                "seed": args.seed + r,
+                "same_configs": same,
+                **compare(round_studies),
+                "studies": round_studies,
+            }
+        )
     study_rows, ratio_rows = summarize(rounds, sides)
     study_cols = ["study", "trials", "complete", "pruned", "failed", "best_val_accuracy", "images", "wall_s"]
     study_cols += ["images_to_target", "wall_s_to_target", "reached"]

@@ -188,6 +188,24 @@ def search_efficiency_brief(files: list[dict[str, Any]]) -> str:
 
 
 @renderer
+def parallel_workers(files: list[dict[str, Any]]) -> str:
+    """Per sampler: median [min-max] over rounds of near-duplicate pairs, all and among concurrent trials."""
+    import statistics
+
+    def cell(values: list[float], fmt: str = "g") -> str:
+        return f"{statistics.median(values):{fmt}} [{min(values):{fmt}}-{max(values):{fmt}}]"
+
+    out = []
+    for way, rounds in files[0]["rounds"].items():
+        row = [f"TPE, {way}", len(rounds), rounds[0]["trials"]]
+        row += [cell([r[k] for r in rounds]) for k in ("near_duplicate_pairs", "concurrent_near_duplicate_pairs")]
+        row += [cell([r["concurrent_pairs"] for r in rounds]), cell([r["best_value"] for r in rounds], ".3f")]
+        out.append(row)
+    headers = ["sampler", "rounds", "trials", "near-duplicate pairs", "near-duplicate pairs, concurrent trials"]
+    return md([*headers, "concurrent pairs", "best synthetic value"], out)
+
+
+@renderer
 def tune_60min(files: list[dict[str, Any]]) -> str:
     data = files[0]
     t, rt, res, st = data["trials"], data["retrain"], data["result"], data["settings"]

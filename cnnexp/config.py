@@ -24,8 +24,8 @@ FOLDER_PREFIX = "folder:"
 # Datasets whose classes change meaning under a mirror image (a flipped 2 is not a 2).
 NO_FLIP_DATASETS = ("digits", "mnist")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
-LR_SCHEDULES = ("none", "cosine", "onecycle", "plateau")
-ANNEALING_SCHEDULES = ("cosine", "onecycle")  # per-step schedules that end near zero
+LR_SCHEDULES = ("none", "cosine", "onecycle", "plateau", "wsd", "linear")
+ANNEALING_SCHEDULES = ("cosine", "onecycle", "wsd", "linear")  # per-step schedules that end near zero
 
 
 @dataclass
@@ -81,7 +81,10 @@ class TrainConfig:
     epochs: int = 10  # one-cycle anneals over these
     label_smoothing: float = 0.1
     early_stopping_patience: int = 3  # epochs without val_loss improvement; 0 disables
-    lr_schedule: str = "onecycle"  # none | cosine | onecycle | plateau
+    lr_schedule: str = "onecycle"  # none | cosine | onecycle | plateau | wsd | linear
+    # wsd and linear: epochs of linear warm-up to the peak rate (a fixed length, not a share of the run,
+    # so every trial of a study is past it at the same epoch; cnnexp/training/schedules.py).
+    warmup_epochs: float = 0.5
     # Wall-clock cap on fit; the schedule then anneals by time or steps, whichever runs out first
     # (cnnexp/training/schedules.py). Not bit-reproducible: how many steps fit depends on the machine.
     time_budget_minutes: float | None = None
@@ -351,6 +354,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     _check(0 <= t.momentum < 1, f"train.momentum={t.momentum} must be in [0, 1)")
     _check(t.batch_size >= 1, f"train.batch_size={t.batch_size} must be at least 1")
     _check(t.epochs >= 1, f"train.epochs={t.epochs} must be at least 1")
+    _check(t.warmup_epochs >= 0, f"train.warmup_epochs={t.warmup_epochs} must be >= 0")
     budget = t.time_budget_minutes
     _check(budget is None or budget > 0, f"train.time_budget_minutes={budget} must be positive")
     _check(0 <= t.label_smoothing < 1, f"train.label_smoothing={t.label_smoothing} must be in [0, 1)")

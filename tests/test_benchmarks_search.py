@@ -21,8 +21,8 @@ def test_search_efficiency_smoke(tracking, tmp_path, capsys, monkeypatch):
     assert {"machine", "settings", "studies", "ratios", "rounds"} <= result.keys()
 
     (round_,) = result["rounds"]
-    unpruned, pruned = round_["studies"]["unpruned"], round_["studies"]["pruned-hyperband"]
-    assert (unpruned["pruner"], pruned["pruner"]) == ("none", "hyperband")
+    unpruned, pruned = round_["studies"]["unpruned"], round_["studies"]["pruned-sha"]
+    assert (unpruned["pruner"], pruned["pruner"]) == ("none", "sha")
     for study in (unpruned, pruned):
         s, trials = study["summary"], study["trials"]
         assert s["trials"] == len(trials) == 2
@@ -32,23 +32,29 @@ def test_search_efficiency_smoke(tracking, tmp_path, capsys, monkeypatch):
         assert s["images"] == sum(t["images"] for t in trials) == trials[-1]["cum_images"]
         assert s["wall_s"] == pytest.approx(sum(t["wall_s"] for t in trials))
         assert 0 < s["best_val_accuracy"] <= 1 and s["study_wall_s"] >= s["wall_s"]
-    # Same space, sampler and seed: the same configurations, of which the pruned study trains no more.
+    # One seeded random sampler: the same configurations in both studies, the list draw_configs gives.
     assert [t["params"] for t in pruned["trials"]] == [t["params"] for t in unpruned["trials"]]
+    assert round_["same_configs"] == {"unpruned": True, "pruned-sha": True}
+    assert result["settings"]["sampler"] == "random" and result["settings"]["schedule"] == "wsd"
+    kept = round_["survival"]["pruned-sha"]
+    assert kept["winner"] == any(t["state"] == "COMPLETE" and t["value"] == unpruned["summary"]["best_val_accuracy"]
+                                 for t in pruned["trials"])  # fmt: skip
+    assert round_["survival"]["unpruned"]["winner"] is True  # a study always keeps its own winner
     assert unpruned["summary"]["pruned"] == 0 and all(t["epochs"] == 2 for t in unpruned["trials"])
     assert pruned["summary"]["images"] <= unpruned["summary"]["images"]
 
     # The target: the unpruned best minus half a point, which the unpruned study reaches by definition.
     assert round_["target"] == pytest.approx(unpruned["summary"]["best_val_accuracy"] - 0.005)
     assert round_["to_target"]["unpruned"]["images"] <= unpruned["summary"]["images"]
-    ratio = round_["ratios"]["pruned-hyperband"]
-    if round_["to_target"]["pruned-hyperband"] is None:  # pruned the config that mattered: n/a, with the gap
+    ratio = round_["ratios"]["pruned-sha"]
+    if round_["to_target"]["pruned-sha"] is None:  # pruned the config that mattered: n/a, with the gap
         assert ratio["images"] is None and ratio["shortfall"] > 0
     else:
         assert ratio["images"] >= 1 and ratio["wall"] > 0 and ratio["shortfall"] is None
     (summary,) = result["ratios"]
-    assert summary["study"] == "pruned-hyperband" and summary["rounds"] == 1
-    assert [row["study"] for row in result["studies"]] == ["unpruned", "pruned-hyperband"]
-    assert "| pruned-hyperband |" in capsys.readouterr().out
+    assert summary["study"] == "pruned-sha" and summary["rounds"] == 1
+    assert [row["study"] for row in result["studies"]] == ["unpruned", "pruned-sha"]
+    assert "| pruned-sha |" in capsys.readouterr().out
 
     # The caller's MLflow store and working directory are untouched: the studies had stores of their own.
     assert os.environ["MLFLOW_TRACKING_URI"] == mlflow.get_tracking_uri() == tracking
@@ -78,6 +84,7 @@ def test_ratio_is_compute_to_target_and_na_with_shortfall_when_missed():
     missed = _study(("COMPLETE", 0.88, 9), ("PRUNED", None, 2))
     studies = {"unpruned": unpruned, "pruned-a": reached, "pruned-b": missed}
     result = search_efficiency.compare(studies)
+    assert result["survival"]["pruned-a"] is None  # rows without params: nothing to match
     assert result["target"] == pytest.approx(0.895)
     assert result["to_target"]["unpruned"] == {"images": 1800, "wall_s": 18, "trials": 2}
     assert result["ratios"]["pruned-a"] == {
@@ -97,5 +104,55 @@ def test_ratio_is_compute_to_target_and_na_with_shortfall_when_missed():
     ]
     a, b = (search_efficiency._ratio_cells(r) for r in ratio_rows)
     assert a["reached target"] == "1/1" and a["images ratio (unpruned/pruned)"] == "1.64 [1.64-1.64]"
-    assert a[">= 3x images / wall"] == "no / no"
+    assert a[">= 3x images / wall"] == "no / no" and a["winner or one within 0.5 survived"] == "0/1"
     assert b["reached target"] == "0/1 (short by 0.0150)" and b["images ratio (unpruned/pruned)"] == "n/a"
+
+
+def test_survival_matches_configurations_by_params():
+    def rows(*trials):
+        return [{"params": {"x": x}, "state": st, "value": v} for x, st, v in trials]
+
+    unpruned = rows((1, "COMPLETE", 0.80), (2, "COMPLETE", 0.90), (3, "COMPLETE", 0.897))
+    lost_winner = rows((1, "COMPLETE", 0.80), (2, "PRUNED", None), (3, "COMPLETE", 0.897))
+    assert search_efficiency.survived(unpruned, lost_winner, 0.895) == {
+        "winner": False,
+        "within_tolerance": True,  # configuration 3 scored within 0.5 point of the winner unpruned
+        "candidates": 2,
+    }
+    lost_both = rows((1, "COMPLETE", 0.80), (2, "PRUNED", None), (3, "PRUNED", None))
+    assert search_efficiency.survived(unpruned, lost_both, 0.895)["within_tolerance"] is False
+
+
+def test_rank_correlation_smoke(tmp_path):
+    from benchmarks import rank_correlation
+
+    out = tmp_path / "results"
+    assert rank_correlation.main(["--smoke", "--schedules", "wsd", "--out", str(out)]) == 0
+    result = json.loads((out / "rank_correlation.json").read_text())
+    assert {"machine", "settings", "correlations", "runs"} <= result.keys() and "commit" in result["machine"]
+    assert "cpu_flags" in result["machine"] and result["settings"]["sha_rungs"] == {"wsd": [2]}
+    runs = result["runs"]["wsd"]
+    assert len(runs) == 3 and len({str(r["params"]) for r in runs}) == 3  # three drawn configurations
+    for run in runs:
+        assert len(run["final"]["val_accuracy"]) == len(run["final"]["epoch_s"]) == 2 and "rungs" not in run
+    (row,) = result["correlations"]
+    assert (row["schedule"], row["rung_epoch"], row["sha_rung"]) == ("wsd", 1, False) and row["cost_s"] > 0
+    assert row["spearman"] is None or -1 <= row["spearman"] <= 1
+
+
+def test_rank_correlation_reads_in_trial_rungs_from_the_history_and_budgeted_rungs_from_their_own_runs():
+    from benchmarks.rank_correlation import correlate
+
+    def curve(*acc):
+        return {"val_accuracy": list(acc), "epoch_s": [1.0] * len(acc)}
+
+    # Ranked 2 > 1 > 0 at the end; at epoch 1 the order is reversed, at epoch 2 it is right.
+    runs = [{"final": curve(0.5, 0.6, 0.7)}, {"final": curve(0.4, 0.7, 0.8)}, {"final": curve(0.3, 0.8, 0.9)}]
+    rows = correlate(runs, "wsd", [1, 2])
+    assert [r["spearman"] for r in rows] == [pytest.approx(-1.0), pytest.approx(1.0)]
+    assert [r["cost_s"] for r in rows] == [3.0, 6.0]  # epochs trained up to the rung, over the configurations
+    for run, rung in zip(runs, (curve(0.2, 0.3), curve(0.2, 0.1), curve(0.4, 0.5)), strict=True):
+        run["rungs"] = {"2": rung}
+    (row,) = correlate(runs, "linear", [2])
+    assert row["spearman"] == pytest.approx(0.5) and row["cost_s"] == 6.0  # best scores 0.3, 0.2, 0.5
+    assert correlate([{"final": curve(0.5, 0.5)}] * 3, "wsd", [1])[0]["spearman"] is None  # constant: undefined

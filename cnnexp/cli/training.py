@@ -39,12 +39,19 @@ def where_to_look(run_id: str) -> str:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    from cnnexp.errors import ConfigError
+    from cnnexp.tuning.plan import NO_CAP
     from cnnexp.tuning.tune import TuneOptions, tune
 
+    n_trials = args.n_trials
+    if n_trials is None:
+        if args.time_budget_minutes is None:
+            raise ConfigError("give --n-trials N, or --time-budget-minutes M to let the study plan itself")
+        n_trials = NO_CAP  # the deadline decides
     opts = TuneOptions(
         space=args.space,
         study_name=args.study_name or Path(args.space).stem,
-        n_trials=args.n_trials,
+        n_trials=n_trials,
         timeout=args.timeout,
         storage=args.storage or TuneOptions.storage,
         sampler=args.sampler,
@@ -53,6 +60,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         retrain_best=args.retrain_best,
         experiment_name=args.experiment_name,
         heartbeat_interval=args.heartbeat_interval,
+        time_budget_minutes=args.time_budget_minutes,
     )
     result = tune(opts)
     print(f"\nstudy {result.study.study_name}: parent run {result.parent_run_id}")
@@ -90,12 +98,17 @@ def _add_tune_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--n-trials",
-        type=bounded(int, 0, empty_ok=False),
-        required=True,
-        help="trials this process runs (0: only report/retrain)",
+        type=bounded(int, 0),
+        help="trials this process runs (0: only report/retrain); with --time-budget-minutes, at most this many",
     )
     p.add_argument(
         "--timeout", type=bounded(float, above=0), help="stop starting new trials after this many seconds (> 0)"
+    )
+    p.add_argument(
+        "--time-budget-minutes",
+        type=bounded(float, above=0),
+        help="end the whole study (trials and the retrain) within this many minutes: the first trial is timed, "
+        "then the study is planned to fit; the plan is printed and logged on the parent run",
     )
     p.add_argument(
         "--storage",
@@ -103,7 +116,12 @@ def _add_tune_args(p: argparse.ArgumentParser) -> None:
         help=f"Optuna storage: an RDB URL (default {DEFAULT_STORAGE}) or journal:PATH for parallel workers",
     )
     p.add_argument("--sampler", default="tpe", choices=SAMPLERS)
-    p.add_argument("--pruner", default="median", choices=PRUNERS)
+    p.add_argument(
+        "--pruner",
+        default="median",
+        choices=PRUNERS,
+        help="median (default), hyperband, sha (successive halving; pair it with train.lr_schedule: wsd), none",
+    )
     p.add_argument("--seed", type=bounded(int), help="sampler seed (reproducible studies)")
     # `--retrain-best`, `--retrain-best false` (MLproject) and `--no-retrain-best` all work.
     add_bool_option(

@@ -254,6 +254,7 @@ def render(name: str, study_run, best_run, trials, study, note, imp) -> str:
             f"_Importances need at least {MIN_TRIALS_FOR_IMPORTANCE} completed trials with varied parameters._",
             "",
         ]
+    lines += pruned_section(study_run)
     lines += ["## Retrained best model", ""]
     if best_run is not None:
         metrics = {k: v for k, v in sorted(best_run.data.metrics.items()) if k.startswith(("test_", "best_val"))}
@@ -268,6 +269,29 @@ def render(name: str, study_run, best_run, trials, study, note, imp) -> str:
         lines += ["_No retrained best run (tag cnnexp.role=best) found for this study._", ""]
     lines += ["## What the search learned", ""] + [f"- {s}" for s in lessons(trials, direction, imp)] + [""]
     return "\n".join(lines)
+
+
+def pruned_section(study_run: mlflow.entities.Run) -> list[str]:
+    """Why each pruned trial was stopped, from its run's cnnexp.pruned_* tags (nothing if none was)."""
+    runs = mlflow.search_runs(
+        experiment_ids=[study_run.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{study_run.info.run_id}' and tags.`{tags.PRUNED_AT}` != ''",
+        output_format="list",
+    )
+    if not runs:
+        return []
+    rows = [
+        {
+            "trial": int(r.data.tags.get(tags.TRIAL_NUMBER, -1)),
+            "stopped after epoch": r.data.tags[tags.PRUNED_AT],
+            "score": r.data.tags.get(tags.PRUNED_SCORE, ""),
+            "threshold": r.data.tags.get(tags.PRUNED_THRESHOLD, "n/a"),
+            "rule": r.data.tags.get(tags.PRUNED_RULE, ""),
+        }
+        for r in runs
+    ]
+    frame = pd.DataFrame(sorted(rows, key=lambda row: row["trial"]))
+    return ["## Pruned trials", "", table(frame), ""]
 
 
 def _save_axes(ax, path: Path) -> None:

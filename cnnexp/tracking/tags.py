@@ -34,7 +34,21 @@ TRIAL_STATE = "cnnexp.trial_state"
 TRIAL_VALUE = "cnnexp.trial_value"
 BEST_TRIAL = "cnnexp.best_trial"
 BEST_RUN_ID = "cnnexp.best_run_id"
-BEST_PARAM_PREFIX = "best."  # parent-run tags best.<dotted key> = value
+BEST_PARAM_PREFIX = "best."
+# A pruned trial's run: the epoch it was stopped after, the score the pruner judged, the bar it missed.
+PRUNED_AT = "cnnexp.pruned_at"
+PRUNED_SCORE = "cnnexp.pruned_score"
+PRUNED_THRESHOLD = "cnnexp.pruned_threshold"  # absent when the pruner has no threshold to show
+PRUNED_RULE = "cnnexp.pruned_rule"
+# A study planned to a deadline (cnnexp tune --time-budget-minutes), on its parent run.
+TIME_BUDGET = "cnnexp.time_budget_minutes"
+PLAN_TRIALS = "cnnexp.plan_trials"  # configurations planned, the timed first one included
+PLAN_RUNGS = "cnnexp.plan_rungs"  # epochs after which the pruner may stop a trial
+PLAN_RETRAIN_MINUTES = "cnnexp.plan_retrain_minutes"
+DEADLINE_MET = "cnnexp.deadline_met"  # true | false, when the study has ended
+STUDY_MINUTES = (
+    "cnnexp.study_minutes"  # the whole study, setup to retrained model  # parent-run tags best.<dotted key> = value
+)
 
 # Roles
 ROLE_STUDY, ROLE_TRIAL, ROLE_BEST = "study", "trial", "best"

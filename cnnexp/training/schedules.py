@@ -5,6 +5,12 @@ A schedule normally follows the step count (``epochs`` x steps per epoch). With
 :class:`TimeBudget` callback feeds the same Keras schedule the run's progress fraction each batch
 and stops training when the time is up. "The best model in 10 minutes" then anneals fully on a
 slow or busy machine too, where a step schedule would be cut off at a high learning rate.
+
+Two schedules exist for studies whose pruner compares trials part-way: ``wsd`` (warm-up, stable,
+decay: a fixed short warm-up, a constant rate, a linear cool-down to zero over the last 20% only;
+Hägele et al., NeurIPS 2024) and ``linear`` (the same warm-up, then linear decay to zero over the
+whole run; "Budgeted Training", Li et al., ICLR 2020). Their warm-up is a fixed number of epochs,
+so every trial is past it at the same epoch: :func:`warmup_epochs` tells the pruner when that is.
 """
 
 from __future__ import annotations
@@ -16,7 +22,37 @@ import keras
 from cnnexp.config import TrainConfig
 
 ONECYCLE_WARMUP = 0.2  # fraction of the run spent ramping the learning rate up
+WSD_COOLDOWN = 0.2  # fraction of the run at the end over which wsd decays to zero (Hägele et al.)
 Schedule = keras.optimizers.schedules.LearningRateSchedule
+
+
+def warmup_epochs(cfg: TrainConfig) -> float:
+    """Epochs a run spends ramping its rate up: no pruner should judge a trial before they are over."""
+    if cfg.lr_schedule == "onecycle":
+        return ONECYCLE_WARMUP * cfg.epochs
+    if cfg.lr_schedule in ("wsd", "linear"):
+        return min(cfg.warmup_epochs, cfg.epochs)
+    return 0.0
+
+
+@keras.saving.register_keras_serializable(package="cnnexp")
+class WarmupStableDecay(Schedule):
+    """Linear warm-up from 0 to ``peak``, constant, then linear decay to 0 over the last ``decay_steps``."""
+
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int, decay_steps: int) -> None:
+        self.peak = float(peak)
+        self.total_steps = max(1, int(total_steps))
+        self.decay_steps = max(1, min(int(decay_steps), self.total_steps))
+        self.warmup_steps = max(0, min(int(warmup_steps), self.total_steps - self.decay_steps))
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        warm = (step + 1) / max(1, self.warmup_steps)  # step 0 already trains at a small, non-zero rate
+        decay = (self.total_steps - step) / self.decay_steps
+        return self.peak * keras.ops.clip(keras.ops.minimum(warm, decay), 0.0, 1.0)
+
+    def get_config(self) -> dict:
+        return {k: getattr(self, k) for k in ("peak", "warmup_steps", "total_steps", "decay_steps")}
 
 
 def learning_rate(cfg: TrainConfig, steps_per_epoch: int) -> float | Schedule:
@@ -34,6 +70,10 @@ def learning_rate(cfg: TrainConfig, steps_per_epoch: int) -> float | Schedule:
             warmup_target=cfg.learning_rate,
             warmup_steps=warmup,
         )
+    if cfg.lr_schedule in ("wsd", "linear"):
+        warmup = round(warmup_epochs(cfg) * steps_per_epoch)
+        decay = WSD_COOLDOWN * total if cfg.lr_schedule == "wsd" else total - warmup
+        return WarmupStableDecay(cfg.learning_rate, warmup, total, round(decay))
     return cfg.learning_rate
 
 

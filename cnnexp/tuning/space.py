@@ -38,6 +38,7 @@ _RESERVED = {
     "run_name": "is set by the study: trials are named <study>-trial-N, the retrain <study>-best",
 }
 _RETRAIN_KEYS = ("epochs", "time_budget_minutes")
+_WARMUP_KEYS = ("train.lr_schedule", "train.warmup_epochs")
 _PARAM_KEYS = {
     "float": ("type", "low", "high", "log", "step", "when"),
     "int": ("type", "low", "high", "log", "step", "when"),
@@ -106,6 +107,17 @@ class SearchSpace:
         else:
             out.update({"train.epochs": self.trial_epochs, "data.train_subset": self.trial_train_subset})
         return out
+
+    def trial_warmup_epochs(self) -> float:
+        """The longest learning-rate warm-up a trial of this space can have (the pruner's first cut waits
+        for it): over the fixed values and every choice or range end of a tuned schedule or warm-up."""
+        from cnnexp.training.schedules import warmup_epochs  # here: schedules imports Keras, a space need not
+
+        tuned = [p for p in self.params if p.key in _WARMUP_KEYS]
+        options: list[dict[str, Any]] = [{}]
+        for p in tuned:
+            options = [{**o, p.key: v} for o in options for v in p.values_to_check()]
+        return max(warmup_epochs(self.config(o).train) for o in options)
 
     def config(
         self, sampled: dict[str, Any], *, retrain: bool = False, extra: dict[str, Any] | None = None

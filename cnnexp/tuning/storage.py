@@ -8,6 +8,7 @@ as ``postgresql://user:pw@host/db`` (several machines; with heartbeats), and ``j
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import warnings
@@ -31,7 +32,8 @@ log = logging.getLogger(__name__)
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 JOURNAL_PREFIX = "journal:"
 SAMPLERS = ("tpe", "random", "cmaes", "qmc")
-PRUNERS = ("median", "hyperband", "none")
+PRUNERS = ("median", "hyperband", "sha", "none")
+REDUCTION_FACTOR = 3  # successive halving and Hyperband keep the best third at each rung
 # A trial whose worker has been silent this long is failed and retried (RDB storages only).
 HEARTBEAT_INTERVAL = 60
 HEARTBEAT_RETRIES = 1
@@ -203,11 +205,16 @@ def fail_dead_local_trials(study: optuna.Study, storage: optuna.storages.BaseSto
     return n_failed
 
 
-def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int | None, *, constant_liar: bool = True) -> optuna.samplers.BaseSampler:
     if name == "tpe":
         # multivariate + group: conditional parameters are modelled jointly, not one by one.
+        # constant_liar: a trial still running counts as a poor result, so workers sharing the study
+        # do not sample next to each other's running configurations (Optuna's remedy; said explicitly,
+        # not left to a default that changed between Optuna versions).
         with optuna_experimental():
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=5)
+            return optuna.samplers.TPESampler(
+                seed=seed, multivariate=True, group=True, n_startup_trials=5, constant_liar=constant_liar
+            )
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":
@@ -219,15 +226,48 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     raise ConfigError(f"sampler {name!r} is not one of: {', '.join(SAMPLERS)}")
 
 
-def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
+def first_cut_step(warmup_epochs: float) -> int:
+    """The first step a pruner may judge a trial at: never inside its learning-rate warm-up.
+
+    Keras reports epoch e as step e - 1. The earliest judged epoch is the one in which the warm-up
+    ends (its score is taken after the warm-up), and never the first epoch, whose score is mostly noise
+    (Optuna's successive halving needs a step >= 1 anyway).
+    """
+    return max(1, math.ceil(warmup_epochs) - 1)
+
+
+def make_pruner(name: str, max_epochs: int, warmup_epochs: float = 0.0) -> optuna.pruners.BasePruner:
+    """A pruner by name; ``warmup_epochs`` (the trials' warm-up, schedules.warmup_epochs) sets its first cut."""
+    first = first_cut_step(warmup_epochs)
     if name == "median":
-        # Compare from the second epoch on, once three trials have reported.
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+        # Compare from the first step after the warm-up on, once three trials have reported.
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=first)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=first, max_resource=max_epochs, reduction_factor=REDUCTION_FACTOR
+        )
+    if name == "sha":
+        # Successive halving, one bracket: rungs at steps first, 3 x first, 9 x first ...; a trial goes on
+        # only if it is in the best third of the trials that reached its rung.
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=REDUCTION_FACTOR)
     if name == "none":
         return optuna.pruners.NopPruner()
     raise ConfigError(f"pruner {name!r} is not one of: {', '.join(PRUNERS)}")
+
+
+def rung_epochs(name: str, max_epochs: int, warmup_epochs: float = 0.0) -> list[int]:
+    """The epochs (1-based) after which :func:`make_pruner`'s pruner may stop a trial of ``max_epochs``
+    (Hyperband: those of its most aggressive bracket)."""
+    first = first_cut_step(warmup_epochs)
+    if name == "none":
+        return []
+    if name == "median":
+        return list(range(first + 1, max_epochs + 1))
+    steps, step = [], first
+    while step <= max_epochs - 1:
+        steps.append(step)
+        step *= REDUCTION_FACTOR
+    return [s + 1 for s in steps]
 
 
 def create_or_load(

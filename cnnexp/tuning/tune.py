@@ -31,9 +31,10 @@ from cnnexp.tracking.runs import (
     retry_locked,
 )
 from cnnexp.training.train import TrainResult, train
-from cnnexp.tuning import parent_run
+from cnnexp.tuning import parent_run, pruning
 from cnnexp.tuning import storage as storages
 from cnnexp.tuning.artifacts import log_report
+from cnnexp.tuning.deadline import Planner
 from cnnexp.tuning.resume import check_resumable
 from cnnexp.tuning.space import SearchSpace, load_space, sample
 
@@ -59,6 +60,8 @@ class TuneOptions:
     retrain_best: bool = True
     experiment_name: str | None = None  # a new study's experiment; default: the space's fixed one, else cnnexp
     heartbeat_interval: int = storages.HEARTBEAT_INTERVAL
+    # Plan the study to end within this many minutes (tuning/plan.py); n_trials then caps it.
+    time_budget_minutes: float | None = None
 
 
 @dataclass
@@ -86,10 +89,12 @@ class _PruneBetweenEpochs(KerasPruningCallback):
         except optuna.TrialPruned as e:
             self.pruned = e
             self.model.stop_training = True
+            pruning.tag_active_run(self._trial, epoch)  # inside train()'s run: the trial's run
 
 
 def tune(opts: TuneOptions) -> TuneResult:
     """Run (or join, or resume) the study: every step below leaves a record that the next one trusts."""
+    started = time.monotonic()  # a deadline study's clock
     space = _checked_space(opts)  # a bad space or option fails here, before any study or run exists
     launcher_run_id = leave_launcher_run()  # trials get runs of their own; the launcher points at the study
     study, storage, created = _open_study(opts, space)
@@ -103,12 +108,19 @@ def tune(opts: TuneOptions) -> TuneResult:
         f"{'created' if created else 'resumed'}, parent run {parent_id}; {opts.n_trials} trial(s) to run",
         flush=True,
     )
+    planner = Planner(opts, space, parent_id, started) if opts.time_budget_minutes and opts.n_trials else None
     # The parent ends when its last worker leaves: other workers may still run trials under it.
     with marked_running(parent_id, last_out):
-        _run_trials(study, space, opts, parent_id)
+        if planner:
+            planner.run_trials(study, _run_trials)
+        else:
+            _run_trials(study, space, opts, parent_id)
         best = parent_run.log_best(parent_id, study)
         log_report(parent_id, study)
-        retrained = _retrain_if_needed(space, study, best, parent_id, opts.retrain_best)
+        retrain_space = planner.retrain_space() if planner else space
+        retrained = _retrain_if_needed(retrain_space, study, best, parent_id, opts.retrain_best)
+        if planner:
+            planner.finish(study)
     return TuneResult(study, parent_id, best, retrained)
 
 
@@ -118,6 +130,8 @@ def _checked_space(opts: TuneOptions) -> SearchSpace:
         raise ConfigError(f"n_trials={opts.n_trials} must be >= 0")
     if opts.timeout is not None and opts.timeout <= 0:
         raise ConfigError(f"timeout={opts.timeout:g} must be a positive number of seconds (or not given)")
+    if opts.time_budget_minutes is not None and opts.time_budget_minutes <= 0:
+        raise ConfigError(f"time_budget_minutes={opts.time_budget_minutes} must be a positive number of minutes")
     parent_run.check_study_name(opts.study_name)
     return space
 
@@ -146,7 +160,7 @@ def _open_study(opts: TuneOptions, space: SearchSpace) -> tuple[optuna.Study, op
         _refuse_missing_study(opts, storage)
     pruner = opts.pruner
     if isinstance(pruner, str):
-        pruner = storages.make_pruner(pruner, space.trial_epochs)
+        pruner = storages.make_pruner(pruner, space.trial_epochs, space.trial_warmup_epochs())
     sampler = storages.make_sampler(opts.sampler, opts.seed)
     study, created = storages.create_or_load(opts.study_name, storage, space.direction, sampler, pruner)
     if not created:  # an edited space must not fail every new trial: refuse it now, naming the parameter

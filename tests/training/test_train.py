@@ -267,3 +267,31 @@ def test_a_clashing_epochs_param_fails_the_run_before_training(tracking, tiny_co
     run = mlflow.get_run(launcher.info.run_id)
     assert run.info.status == "FAILED" and "ConfigError" in run.data.tags[tags.FAILURE_REASON]
     assert "val_loss" not in run.data.metrics
+
+
+@pytest.mark.parametrize("name", ["wsd", "linear"])
+def test_wsd_and_linear_warm_up_for_fixed_epochs_then_decay_to_zero(tiny_overrides, name):
+    cfg = build_config(overrides={**tiny_overrides, "train.lr_schedule": name, "train.epochs": 10})
+    cfg.train.warmup_epochs = 0.5
+    schedule = learning_rate(cfg.train, steps_per_epoch=100)  # 1,000 steps; warm-up 50
+    peak = cfg.train.learning_rate
+    assert 0 < float(schedule(0)) < peak / 10 and float(schedule(49)) == pytest.approx(peak)
+    assert float(schedule(1000)) == pytest.approx(0.0, abs=1e-9)
+    if name == "wsd":  # constant until the last 20%, then linear to zero
+        assert float(schedule(100)) == float(schedule(799)) == pytest.approx(peak)
+        assert float(schedule(900)) == pytest.approx(peak / 2)
+    else:  # linear from the end of the warm-up
+        assert float(schedule(525)) == pytest.approx(peak / 2, rel=1e-3)
+    assert schedules.warmup_epochs(cfg.train) == 0.5
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
+    assert float(clone(900)) == pytest.approx(float(schedule(900)))
+
+
+def test_warmup_epochs_per_schedule(tiny_overrides):
+    def warmup(schedule: str) -> float:
+        cfg = build_config(overrides={**tiny_overrides, "train.lr_schedule": schedule, "train.epochs": 9})
+        return schedules.warmup_epochs(cfg.train)
+
+    assert warmup("onecycle") == pytest.approx(1.8)  # 20% of the run: later in a longer trial
+    assert warmup("wsd") == warmup("linear") == 0.5  # fixed: the same epoch in every trial
+    assert warmup("none") == warmup("cosine") == warmup("plateau") == 0

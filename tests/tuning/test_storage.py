@@ -2,7 +2,8 @@ import optuna
 import pytest
 
 from cnnexp.errors import ConfigError
-from cnnexp.tuning.storage import create_or_load, display_url, make_pruner, make_sampler, make_storage
+from cnnexp.tuning.space import parse_space
+from cnnexp.tuning.storage import create_or_load, display_url, make_pruner, make_sampler, make_storage, rung_epochs
 
 
 @pytest.mark.parametrize(
@@ -28,7 +29,8 @@ def test_pruners_by_name_and_unknown_names():
     assert isinstance(make_pruner("median", 4), optuna.pruners.MedianPruner)
     assert isinstance(make_pruner("hyperband", 4), optuna.pruners.HyperbandPruner)
     assert isinstance(make_pruner("none", 4), optuna.pruners.NopPruner)
-    with pytest.raises(ConfigError, match="pruner 'asha' is not one of: median, hyperband, none"):
+    assert isinstance(make_pruner("sha", 9), optuna.pruners.SuccessiveHalvingPruner)
+    with pytest.raises(ConfigError, match="pruner 'asha' is not one of: median, hyperband, sha, none"):
         make_pruner("asha", 4)
     with pytest.raises(ConfigError, match="sampler 'grid' is not one of"):
         make_sampler("grid", None)
@@ -82,3 +84,52 @@ def test_dead_local_workers_trials_are_failed_on_rdb_storages_too(tmp_path):
     assert states == {"dead": TrialState.FAIL, "remote": TrialState.RUNNING} and seen == [trials["dead"].number]
     (retry,) = [t for t in study.trials if t.state == TrialState.WAITING]
     assert retry.system_attrs["failed_trial"] == trials["dead"].number
+
+
+@pytest.mark.parametrize(
+    "warmup, first_step, sha_rungs",
+    [(0.0, 1, [2, 4]), (0.5, 1, [2, 4]), (1.8, 1, [2, 4]), (3.0, 2, [3, 7]), (3.2, 3, [4])],
+)
+def test_the_first_cut_never_falls_inside_the_warm_up(warmup, first_step, sha_rungs):
+    # Keras reports epoch e as step e - 1: step s is judged after s + 1 epochs, all past the warm-up.
+    assert make_pruner("median", 9, warmup)._n_warmup_steps == first_step
+    assert make_pruner("sha", 9, warmup)._min_resource == first_step
+    assert make_pruner("hyperband", 9, warmup)._min_resource == first_step
+    assert rung_epochs("sha", 9, warmup) == sha_rungs and min(sha_rungs) >= warmup
+    assert rung_epochs("median", 9, warmup) == list(range(first_step + 1, 10)) and rung_epochs("none", 9) == []
+
+
+def test_successive_halving_stops_a_trial_behind_the_best_third_at_its_first_rung():
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("sha", 9, warmup_epochs=0.5))
+    decisions = []
+    for value in (0.9, 0.8, 0.7, 0.95, 0.5, 0.92):
+        trial = study.ask()
+        trial.report(value / 2, 0)  # epoch 1: before the first rung, never judged
+        assert not trial.should_prune()
+        trial.report(value, 1)  # epoch 2: the first rung
+        decisions.append(trial.should_prune())
+        if decisions[-1]:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, value)
+    # Fewer than 6 at the rung: only a new best goes on; then the best third (2 of 6: 0.95 and 0.92).
+    assert decisions == [False, True, True, False, True, False]
+
+
+def test_a_space_reports_its_longest_trial_warm_up():
+    doc = {
+        "dataset": "digits",
+        "trials": {"epochs": 10},
+        "params": {"model.dropout": {"type": "float", "low": 0, "high": 0.5}},
+    }
+    assert parse_space(doc, "s").trial_warmup_epochs() == pytest.approx(2.0)  # the default one-cycle: 20%
+    doc["fixed"] = {"train.lr_schedule": "wsd", "train.warmup_epochs": 1}
+    assert parse_space(doc, "s").trial_warmup_epochs() == 1
+    doc["params"]["train.lr_schedule"] = {"type": "categorical", "choices": ["wsd", "onecycle"]}
+    del doc["fixed"]["train.lr_schedule"]
+    assert parse_space(doc, "s").trial_warmup_epochs() == pytest.approx(2.0)
+
+
+def test_tpe_is_parallel_aware():
+    assert make_sampler("tpe", 0)._constant_liar is True
+    assert make_sampler("tpe", 0, constant_liar=False)._constant_liar is False

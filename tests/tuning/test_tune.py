@@ -1,6 +1,7 @@
 """Studies end to end on digits with tiny models: nesting, resume, pruning, failures, heartbeats."""
 
 import io
+import json
 import logging
 import os
 import signal
@@ -155,6 +156,76 @@ def test_pruned_trial_marked_in_optuna_and_mlflow(tracking, tmp_path):
     assert trials[0].data.tags[tags.TRIAL_STATE] == "COMPLETE"
 
 
+def test_a_pruned_trials_run_says_at_which_rung_with_what_score_against_what_threshold(tracking, tmp_path, monkeypatch):
+    monkeypatch.setattr("cnnexp.tuning.tune.log_report", lambda parent_id, study: [])  # plots: tested above
+    # Random sampler, seed 10: trial 0 trains at 1e-2, trial 1 at 1e-7 (learns nothing in 3 epochs), so
+    # successive halving stops trial 1 at its first rung (epoch 2), below trial 0's value there.
+    params = {"train.learning_rate": {"type": "categorical", "choices": [1e-2, 1e-7]}}
+    fixed = {**TINY_SPACE["fixed"], "train.lr_schedule": "wsd", "train.warmup_epochs": 0.5}
+    space = write_space(tmp_path, trials={"epochs": 3, "train_subset": 600}, fixed=fixed, params=params)
+    opts = TuneOptions(str(space), "why", 2, storage=f"sqlite:///{tmp_path / 'o.db'}", sampler="random", seed=10)
+    opts.pruner, opts.retrain_best = "sha", False
+    study = tune(opts).study
+    good, bad = study.trials
+    assert (good.params["train.learning_rate"], bad.params["train.learning_rate"]) == (1e-2, 1e-7)
+    assert (good.state, bad.state) == (TrialState.COMPLETE, TrialState.PRUNED)
+    runs = {int(r.data.tags[tags.TRIAL_NUMBER]): r for r in study_runs("why")["trial"]}
+    pruned = runs[1].data.tags
+    assert pruned[tags.PRUNED_AT] == "2"  # the first rung: step 1, after the 0.5-epoch warm-up
+    assert float(pruned[tags.PRUNED_SCORE]) == pytest.approx(bad.intermediate_values[1], abs=1e-5)
+    assert float(pruned[tags.PRUNED_THRESHOLD]) == pytest.approx(good.intermediate_values[1], abs=1e-5)
+    assert "rung 0: not among the best 1 of 2 trials" in pruned[tags.PRUNED_RULE]
+    assert tags.PRUNED_AT not in runs[0].data.tags
+
+    from cnnexp.reports.study import pruned_section
+
+    text = "\n".join(pruned_section(study_runs("why")["study"][0]))
+    assert "## Pruned trials" in text and pruned[tags.PRUNED_THRESHOLD] in text and "| 1 " in text
+
+
+def test_a_median_prune_is_explained_by_the_median_of_the_complete_trials():
+    from cnnexp.tuning.pruning import explain
+
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(1, 0))
+    for curve in ([0.5, 0.7], [0.6, 0.9], [0.4, 0.8]):
+        study.add_trial(create_trial(value=curve[-1], intermediate_values=dict(enumerate(curve))))
+    trial = study.ask()
+    trial.report(0.3, 0)
+    trial.report(0.65, 1)
+    assert trial.should_prune()
+    why = explain(study, study._storage.get_trial(trial._trial_id), 1)
+    assert why[tags.PRUNED_AT] == "2" and why[tags.PRUNED_SCORE] == "0.65"
+    assert why[tags.PRUNED_THRESHOLD] == "0.8" and "50th percentile of 3 complete trials" in why[tags.PRUNED_RULE]
+
+
+@pytest.mark.slow  # a deadline study lasts its deadline: one minute, the least that fits its fixed costs here
+def test_a_deadline_study_plans_itself_prints_and_logs_the_plan_and_ends_in_time(tracking, tmp_path, capsys):
+    budget_min = 1
+    space = write_space(tmp_path, retrain={"epochs": 50})  # more epochs than fit: the deadline must stop it
+    argv = ["tune", "--space", str(space), "--study-name", "dl", "--storage", f"sqlite:///{tmp_path / 'o.db'}"]
+    argv += ["--seed", "0", "--pruner", "sha", "--time-budget-minutes", str(budget_min)]
+    start = time.monotonic()
+    assert main(argv) == 0
+    wall = time.monotonic() - start
+    out = capsys.readouterr().out
+    assert "plan for a 1-minute study" in out and "more configuration(s)" in out and "deadline study:" in out
+    assert out.index("plan for a") < out.index("retraining trial")  # the plan comes before the study goes on
+
+    study = optuna.load_study(study_name="dl", storage=f"sqlite:///{tmp_path / 'o.db'}")
+    longest = max(t.duration.total_seconds() for t in study.trials)
+    assert wall <= budget_min * 60 + longest  # the contract: the deadline, plus at most the trial running at it
+    (parent,) = study_runs("dl")["study"]
+    plan = json.loads(open(artifact(parent.info.run_id, "plan.json")).read())
+    print(out[out.index("plan for a") :])
+    assert plan["plan"]["budget_s"] == 60 and plan["plan"]["pruner"] == "sha" and plan["plan"]["rungs"] == [2]
+    assert plan["outcome"]["trials_run"] == len(study.trials) <= plan["plan"]["n_trials"] + 1
+    assert parent.data.tags[tags.TIME_BUDGET] == "1"
+    assert parent.data.tags[tags.PLAN_TRIALS] == str(plan["plan"]["n_trials"] + 1)
+    assert parent.data.tags[tags.DEADLINE_MET] == str(plan["outcome"]["within_budget"]).lower()
+    (best,) = study_runs("dl")["best"]
+    assert float(best.data.params["train.time_budget_minutes"]) <= budget_min  # the retrain got what was left
+
+
 def test_best_trial_ignores_pruned_partial_values():
     study = optuna.create_study(direction="maximize")
     study.add_trial(create_trial(state=TrialState.PRUNED, value=0.99, intermediate_values={0: 0.99}))
@@ -201,7 +272,9 @@ def _cnnexp(*args: str, tmp_path: Path, tracking: str) -> subprocess.Popen:
 def test_two_workers_share_one_journal_study(tracking, tmp_path):
     space = write_space(tmp_path)
     # No pruner: whether the 4th trial meets the median pruner's 3 finished trials depends on the race.
-    args = ["--space", str(space), "--study-name", "par", "--storage", "journal:./study.log", "--n-trials", "2"]
+    # 3 trials each: the 6th is TPE's own draw (after 5 start-up trials), made with constant_liar while the
+    # other worker's trial is RUNNING; the parallel-aware sampler must still give exactly the requested trials.
+    args = ["--space", str(space), "--study-name", "par", "--storage", "journal:./study.log", "--n-trials", "3"]
     args += ["--pruner", "none"]
     # The store's schema is built now: the worker that loses the creation race waits a bounded time for
     # the creator's parent run, and migrating a fresh SQLite schema must not eat into that wait.
@@ -215,16 +288,16 @@ def test_two_workers_share_one_journal_study(tracking, tmp_path):
 
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.log")))
     study = optuna.load_study(study_name="par", storage=storage)
-    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    assert [t.number for t in study.trials] == [0, 1, 2, 3, 4, 5]
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     runs = study_runs("par")
     (parent,) = runs["study"]
     assert parent.info.status == "FINISHED"  # ended by the last worker to leave, not left RUNNING
     numbers = sorted(int(r.data.tags[tags.TRIAL_NUMBER]) for r in runs["trial"])
-    assert numbers == [0, 1, 2, 3]  # every trial once, none duplicated
+    assert numbers == [0, 1, 2, 3, 4, 5]  # every trial once, none duplicated
     assert {r.data.tags["mlflow.parentRunId"] for r in runs["trial"]} == {parent.info.run_id}
     # the workers sampled different configurations
-    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 6
 
 
 def _wait_mid_trial(study_name: str, worker: subprocess.Popen, timeout: float = 300) -> None:

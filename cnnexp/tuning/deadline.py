@@ -1,0 +1,102 @@
+"""``cnnexp tune --time-budget-minutes M``: time the first trial, plan the rest, record plan and outcome.
+
+The arithmetic is in :mod:`cnnexp.tuning.plan`; this module runs it against the clock and records it
+on the study's parent run: ``cnnexp.plan_*`` tags and ``plan.json`` (the plan, then its outcome).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+
+import mlflow
+import optuna
+from optuna.trial import TrialState
+
+from cnnexp.tracking import tags
+from cnnexp.tracking.runs import retry_locked
+from cnnexp.tuning import plan as plans
+from cnnexp.tuning import storage as storages
+from cnnexp.tuning.space import SearchSpace
+
+PLAN_ARTIFACT = "plan.json"
+
+
+class Planner:
+    """One deadline study: ``started`` is the study's time.monotonic() start, the deadline's zero."""
+
+    def __init__(self, opts, space: SearchSpace, parent_id: str, started: float) -> None:
+        self.opts, self.space, self.parent_id, self.started = opts, space, parent_id, started
+        self.plan: plans.Plan | None = None
+        self.trials_end_s = 0.0
+        self.n_before = 0
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def run_trials(self, study: optuna.Study, run: Callable) -> None:
+        """``run(study, space, opts, parent_id)`` runs trials (tune's own loop): once timed, once planned."""
+        opts, space = self.opts, self.space
+        self.n_before = len(study.get_trials(deepcopy=False))
+        first_start = time.monotonic()
+        run(study, space, dataclasses.replace(opts, n_trials=1, timeout=None), self.parent_id)
+        first_s = time.monotonic() - first_start
+        pruner = opts.pruner if isinstance(opts.pruner, str) else type(opts.pruner).__name__
+        known = pruner in storages.PRUNERS  # a pruner object (tests, library users): no rungs to name
+        rungs = storages.rung_epochs(pruner, space.trial_epochs, space.trial_warmup_epochs()) if known else []
+        cap = space.retrain_time_budget_minutes
+        self.plan = plans.plan_study(
+            opts.time_budget_minutes * 60,
+            self.elapsed(),
+            first_s,
+            space.trial_epochs,
+            pruner,
+            rungs,
+            retrain_cap_s=None if cap is None else cap * 60,
+            max_trials=opts.n_trials,
+        )
+        print(plans.describe(self.plan), flush=True)
+        self._record({"plan": self.plan.to_dict()})
+        run_tags = {
+            tags.TIME_BUDGET: f"{opts.time_budget_minutes:g}",
+            tags.PLAN_TRIALS: str(self.plan.n_trials + 1),
+            tags.PLAN_RUNGS: ",".join(map(str, rungs)),
+            tags.PLAN_RETRAIN_MINUTES: f"{self.plan.retrain_s / 60:.2f}",
+        }
+        self._tag(run_tags)
+        if self.plan.n_trials:
+            timeout = max(1.0, self.plan.elapsed_s + self.plan.trials_s - self.elapsed())
+            run(study, space, dataclasses.replace(opts, n_trials=self.plan.n_trials, timeout=timeout), self.parent_id)
+        self.trials_end_s = self.elapsed()
+
+    def retrain_space(self) -> SearchSpace:
+        """The space with the retrain's time budget set to what is left of the deadline now."""
+        minutes = plans.retrain_seconds(self.plan, self.elapsed()) / 60
+        return dataclasses.replace(self.space, retrain_time_budget_minutes=minutes)
+
+    def finish(self, study: optuna.Study) -> dict:
+        mine = study.get_trials(deepcopy=False)[self.n_before :]
+        states = {
+            s.name: sum(t.state == s for t in mine) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        }
+        result = plans.outcome(self.plan, self.elapsed(), self.trials_end_s, len(mine), states)
+        print(plans.describe_outcome(result), flush=True)
+        self._record({"plan": self.plan.to_dict(), "outcome": result})
+        self._tag(
+            {
+                tags.DEADLINE_MET: str(result["within_budget"]).lower(),
+                tags.STUDY_MINUTES: f"{result['total_s'] / 60:.2f}",
+            }
+        )
+        return result
+
+    def _record(self, payload: dict) -> None:
+        client = mlflow.MlflowClient()
+        retry_locked(lambda: client.log_text(self.parent_id, json.dumps(payload, indent=2), PLAN_ARTIFACT))
+
+    def _tag(self, run_tags: dict[str, str]) -> None:
+        client = mlflow.MlflowClient()
+        for key, value in run_tags.items():
+            retry_locked(lambda k=key, v=value: client.set_tag(self.parent_id, k, v))
