@@ -102,6 +102,7 @@ def _every_field_set() -> dict:
         "train.label_smoothing": 0.0,
         "train.early_stopping_patience": 0,
         "train.lr_schedule": "cosine",
+        "train.warmup_epochs": 1.5,
         "train.time_budget_minutes": 1.5,
         "train.seed": 7,
         "train.deterministic": False,

@@ -54,3 +54,10 @@ def test_the_plan_and_its_outcome_read_as_sentences():
     )
     assert "within the deadline" in plans.describe_outcome(result) and "4 pruned" in plans.describe_outcome(result)
     assert "10s over the deadline" in plans.describe_outcome({**result, "total_s": 610, "within_budget": False})
+
+
+def test_tune_needs_a_trial_count_or_a_deadline(tmp_path, capsys):
+    from cnnexp.cli import main
+
+    code = main(["tune", "--space", "search_spaces/digits.yaml", "--storage", f"sqlite:///{tmp_path / 'o.db'}"])
+    assert code != 0 and "--n-trials N, or --time-budget-minutes M" in capsys.readouterr().err

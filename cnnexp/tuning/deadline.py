@@ -73,7 +73,7 @@ class Planner:
 
     def retrain_space(self) -> SearchSpace:
         """The space with the retrain's time budget set to what is left of the deadline now."""
-        minutes = plans.retrain_seconds(self.plan, self.elapsed()) / 60
+        minutes = round(plans.retrain_seconds(self.plan, self.elapsed()) / 60, 2)
         return dataclasses.replace(self.space, retrain_time_budget_minutes=minutes)
 
     def finish(self, study: optuna.Study) -> dict:
