@@ -6,15 +6,12 @@ the dashboard reads it as Optuna's own workers do, so trials appear as they fini
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import mlflow
 import optuna
-from sqlalchemy.engine import make_url
 
 from cnnexp.errors import ConfigError, RunError
 from cnnexp.tracking import tags
-from cnnexp.tuning.storage import JOURNAL_PREFIX, make_storage
+from cnnexp.tuning.storage import local_file, make_storage
 
 INSTALL_HINT = "pip install 'cnnexp[dashboard]' (or pip install optuna-dashboard)"
 
@@ -41,21 +38,10 @@ def recorded_storage(study: str) -> str:
     return url
 
 
-def _storage_file(url: str) -> Path | None:
-    """The file a SQLite or journal storage lives in (None for a database server)."""
-    if url.startswith(JOURNAL_PREFIX):
-        return Path(url[len(JOURNAL_PREFIX) :])
-    try:
-        parsed = make_url(url)
-    except Exception:  # noqa: BLE001 - make_storage reports a bad URL
-        return None
-    return Path(parsed.database) if parsed.get_backend_name() == "sqlite" and parsed.database else None
-
-
 def open_study_storage(url: str, study: str | None = None) -> tuple[optuna.storages.BaseStorage, int | None]:
     """The storage (which must exist: opening a missing SQLite file would create an empty one) and the
     study's id in it, if a study is named."""
-    path = _storage_file(url)
+    path = local_file(url)
     if path is not None and not path.is_file():
         raise ConfigError(
             f"storage {url!r}: {path.resolve()} does not exist (relative paths are taken from the current "
