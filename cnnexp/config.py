@@ -234,15 +234,19 @@ def parse_yaml(text: str, where: str) -> dict[str, Any]:
     return data
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def read_text_file(path: str | Path, what: str = "config file", error: type[ConfigError] = ConfigError) -> str:
+    """A config or search-space file's UTF-8 text; ``error`` names the file when it is missing or not text."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
+        raise error(f"{what} not found: {p}")
     try:
-        text = p.read_text(encoding="utf-8")
+        return p.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    return parse_yaml(text, str(p))
+        raise error(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    return parse_yaml(read_text_file(path), str(path))
 
 
 def build_config(base: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> ExperimentConfig:

@@ -16,7 +16,7 @@ from mlflow.exceptions import MlflowException
 
 from cnnexp.errors import PromotionError
 from cnnexp.tracking import tags
-from cnnexp.tracking.record import load_record, rebuild_split
+from cnnexp.tracking.record import load_record, newest_study_run, rebuild_split
 
 MODEL_ARTIFACT = "model"
 
@@ -51,18 +51,10 @@ def get_training_run(run_id: str) -> tuple[Run, str]:
 
 def find_study_run(study: str) -> tuple[Run, str]:
     """The newest finished retrained-best run of a study (tags cnnexp.study=NAME, cnnexp.role=best)."""
-    if not study or "'" in study:
-        raise PromotionError(f"study name {study!r} must be non-empty and contain no quote")
+    best = newest_study_run(study, tags.ROLE_BEST, finished=True)
+    if best is not None:
+        return get_training_run(best.info.run_id)
     base = f"tags.`{tags.STUDY}` = '{study}'"
-    runs = mlflow.search_runs(
-        search_all_experiments=True,
-        filter_string=f"{base} AND tags.`{tags.ROLE}` = '{tags.ROLE_BEST}' AND attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-        output_format="list",
-    )
-    if runs:
-        return get_training_run(runs[0].info.run_id)
     if mlflow.search_runs(search_all_experiments=True, filter_string=base, max_results=1, output_format="list"):
         raise PromotionError(f"study {study!r} has no finished retrained best run ({tags.ROLE}={tags.ROLE_BEST}) yet")
     raise PromotionError(f"no run tagged {tags.STUDY}={study!r} in the tracking store {mlflow.get_tracking_uri()}")

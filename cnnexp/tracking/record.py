@@ -154,3 +154,20 @@ def load_keras_model(run_id: str | None = None, model_uri: str | None = None) ->
     except (MlflowException, OSError) as e:
         raise RunError(f"cannot load the model at {uri} ({str(e).splitlines()[0]})") from None
     return pyfunc.unwrap_python_model().model
+
+
+def newest_study_run(study: str, role: str, *, finished: bool = False) -> Run | None:
+    """The newest run of a study (tag ``cnnexp.study``) in the given role, across experiments; None if none."""
+    if not study or any(c in study for c in "'\"\\"):
+        raise RunError(f"study name {study!r} must be non-empty, without quotes or backslashes")
+    where = [f"tags.`{tags.STUDY}` = '{study}'", f"tags.`{tags.ROLE}` = '{role}'"]
+    if finished:
+        where.append("attributes.status = 'FINISHED'")
+    runs = mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=" AND ".join(where),
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        output_format="list",
+    )
+    return runs[0] if runs else None

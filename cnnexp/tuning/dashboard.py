@@ -11,6 +11,7 @@ import optuna
 
 from cnnexp.errors import ConfigError, RunError
 from cnnexp.tracking import tags
+from cnnexp.tracking.record import newest_study_run
 from cnnexp.tuning.storage import local_file, make_storage
 
 INSTALL_HINT = "pip install 'cnnexp[dashboard]' (or pip install optuna-dashboard)"
@@ -18,21 +19,13 @@ INSTALL_HINT = "pip install 'cnnexp[dashboard]' (or pip install optuna-dashboard
 
 def recorded_storage(study: str) -> str:
     """The storage URL the study's parent run recorded."""
-    if not study or "'" in study:
-        raise ConfigError(f"study name {study!r} must be non-empty and contain no quote")
-    runs = mlflow.search_runs(
-        search_all_experiments=True,
-        filter_string=f"tags.`{tags.STUDY}` = '{study}' AND tags.`{tags.ROLE}` = '{tags.ROLE_STUDY}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-        output_format="list",
-    )
-    if not runs:
+    parent = newest_study_run(study, tags.ROLE_STUDY)
+    if parent is None:
         raise RunError(
             f"no parent run of study {study!r} ({tags.ROLE}={tags.ROLE_STUDY}) in the tracking store "
             f"{mlflow.get_tracking_uri()}; give the study's storage URL instead"
         )
-    url = runs[0].data.tags.get(tags.STORAGE, "")
+    url = parent.data.tags.get(tags.STORAGE, "")
     if not url or "***" in url:
         raise RunError(f"study {study!r} recorded its storage as {url!r} (password hidden): give the full URL")
     return url

@@ -21,7 +21,7 @@ import optuna
 import yaml
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from cnnexp.config import ExperimentConfig, build_config
+from cnnexp.config import ExperimentConfig, build_config, read_text_file
 from cnnexp.data.sources import input_shape
 from cnnexp.errors import ConfigError, SearchSpaceError
 from cnnexp.models.cnn import check_spatial
@@ -146,12 +146,7 @@ def sample(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
 def load_space(path: str | Path) -> SearchSpace:
     """Read, parse and fully validate a search-space file (every range end and choice is a valid config)."""
     p = Path(path)
-    if not p.is_file():
-        raise SearchSpaceError(f"search space file not found: {p}")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise SearchSpaceError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    text = read_text_file(p, "search space file", SearchSpaceError)
     try:
         doc = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as e:
