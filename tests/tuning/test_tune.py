@@ -436,11 +436,11 @@ def test_tune_values_are_refused_in_one_line(tracking, tmp_path, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "usage: cnnexp tune" in err and "argument --timeout: '-5' is not allowed: must be above 0" in err
-    with pytest.raises(ConfigError, match="--timeout -5 must be a positive number of seconds"):
+    with pytest.raises(ConfigError, match="timeout=-5 must be a positive number of seconds"):
         tune(TuneOptions(space, "lib", n_trials=1, timeout=-5))
     assert main(["tune", "--space", space, "--n-trials", "1", "--storage", "foo://bar"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("cnnexp: configuration error: --storage 'foo://bar' cannot be opened (Can't load plugin")
+    assert err.startswith("cnnexp: configuration error: storage 'foo://bar' cannot be opened (Can't load plugin")
     assert err.count("\n") == 1 and "Traceback" not in err
     assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
 
