@@ -58,6 +58,79 @@ def time_to_accuracy_seeds(files: list[dict[str, Any]]) -> str:
     return md(["seed", f"epochs in {b}", "first epoch end >= 90%", f"test acc. at {b}"], out)
 
 
+def _mean_range(values: list[float], digits: int = 3) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return (
+        f"{statistics.mean(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f}, {len(values)} seeds)"
+    )
+
+
+@renderer
+def time_budgets(files: list[dict[str, Any]]) -> str:
+    """Per budget: the reference's and cnnexp's test accuracy (mean of seeds), their gap, cnnexp's epochs and use."""
+    rows = [r for f in files for r in f["rows"]]
+    budgets = sorted({b for f in files for b in f["budgets_minutes"]})
+    out = []
+    for b in budgets:
+        key = f"acc_{b:g}min"
+        ref = [r[key] for r in rows if r["side"] == "baseline" and r.get(key) is not None]
+        ours = [r for r in rows if r["side"] == "cnnexp" and r.get(key) is not None]
+        accs = [r[key] for r in ours]
+        gap = f"{100 * (statistics.mean(accs) - statistics.mean(ref)):+.2f}" if ref and accs else "-"
+        epochs = ", ".join(f"{r['epochs_run']} (planned {r.get('planned_epochs', '-')})" for r in ours) or "-"
+        used = ", ".join(f"{100 * r['used_fraction']:.0f}%" for r in ours if "used_fraction" in r) or "-"
+        out.append([f"{b:g} min", _mean_range(ref), bold(_mean_range(accs)), gap, epochs, used])
+    headers = ["budget", "Keras example CNN", "cnnexp default", "gap (points)", "cnnexp epochs", "budget used"]
+    return md(headers, out, left=1)
+
+
+@renderer
+def time_to_90(files: list[dict[str, Any]]) -> str:
+    """The reference's first epoch end at >= 90% against the shortest cnnexp budget that ends at >= 90%."""
+    rows = [r for f in files for r in f["rows"]]
+    ref = [r["to_90_s"] for r in rows if r["side"] == "baseline" and r.get("to_90_s") is not None]
+    reached = sorted(
+        b * 60
+        for f in files
+        for b in f["budgets_minutes"]
+        for r in f["rows"]
+        if r["side"] == "cnnexp" and (r.get(f"acc_{b:g}min") or 0) >= 0.90
+    )
+    ours = reached[0] if reached else None
+    ratio = f"{ours / statistics.median(ref):.2f}x" if ours and ref else "-"
+    cells = [
+        f"{statistics.median(ref):.0f} s (median of {len(ref)}: {', '.join(f'{v:.0f}' for v in ref)})" if ref else "-",
+        f"within {ours:.0f} s (a {ours / 60:g}-minute budgeted run ends at >= 90%)" if ours else "not reached",
+        bold(ratio),
+    ]
+    return md(["Keras example CNN: first epoch end >= 90%", "cnnexp", "cnnexp / reference"], [cells])
+
+
+@renderer
+def recipe_ablation(files: list[dict[str, Any]]) -> str:
+    """Each technique against the default: speed (epochs in the budget) and test accuracy after them."""
+    out = []
+    for f in files:
+        for r in f["rows"]:
+            out.append(
+                [
+                    r["variant"],
+                    f"{r['params']:,}",
+                    f"{r['epoch_s']:.1f}",
+                    r["epochs"],
+                    f"{r['test_accuracy']:.4f}",
+                    "-" if r["variant"] == "default" else f"{r['vs_default_pt']:+.2f}",
+                    f"{r['tta_gain_pt']:+.2f}",
+                ]
+            )
+    budget = files[0]["budget_minutes"]
+    headers = ["variant", "parameters", "s / epoch", f"epochs in {budget:g} min", "test acc.", "vs default (points)"]
+    return md(headers + ["+ flip x translate TTA (points)"], out, left=1)
+
+
 @renderer
 def time_to_accuracy_points(files: list[dict[str, Any]]) -> str:
     """Runs reported only as (seconds, test accuracy) points, as from another machine."""

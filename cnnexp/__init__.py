@@ -1,3 +1,3 @@
 """cnnexp: tracked CNN image-classification experiments with Keras, MLflow and Optuna."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

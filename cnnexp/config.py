@@ -1,21 +1,19 @@
-"""Typed experiment configuration: dataclasses, parsing from dicts/YAML/CLI strings, validation.
+"""Typed experiment configuration: the dataclasses, their defaults and their validation.
 
 Everything that enters the package (CLI flags, MLproject parameters, YAML files, search-space
-samples) is turned into an :class:`ExperimentConfig` here and validated once; the rest of the
-package trusts it.
+samples) is turned into an :class:`ExperimentConfig` by :func:`build_config` and validated once;
+the rest of the package trusts it. Reading YAML and coercing strings is :mod:`cnnexp.config_io`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 
+from cnnexp.config_io import deepcopy_dict, flatten, from_dict, plain, set_dotted
 from cnnexp.errors import ConfigError
 from cnnexp.hardware import native_bf16
 
@@ -26,6 +24,8 @@ NO_FLIP_DATASETS = ("digits", "mnist")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 LR_SCHEDULES = ("none", "cosine", "onecycle", "plateau", "wsd", "linear")
 ANNEALING_SCHEDULES = ("cosine", "onecycle", "wsd", "linear")  # per-step schedules that end near zero
+DEFAULT_EPOCHS = 10  # without a time budget
+BLOCK_ORDERS = ("conv_bn_pool", "conv_pool_bn")
 
 
 @dataclass
@@ -61,6 +61,10 @@ class ModelConfig:
     convs_per_block: int = 1
     conv_type: str = "standard"  # standard | separable
     batch_norm: bool = True
+    # conv_pool_bn: each block's first conv is max-pooled before its batch norm and ReLU, which then
+    # run on a quarter of the pixels (Page, "How to train your ResNet" 8; airbench). Plain family only.
+    block_order: str = "conv_bn_pool"  # conv_bn_pool | conv_pool_bn
+    bn_scale: bool = True  # false: batch norm learns a shift only (the following ReLU/conv absorb the scale)
     dropout: float = 0.1  # after each block (augmentation and label smoothing regularise too)
     pooling: str = "flatten"  # head input: flatten | avg (global average pooling)
     head_units: int = 128
@@ -69,6 +73,9 @@ class ModelConfig:
     # saved model (so evaluation, serving and the web page all get it). None: on exactly when
     # training flips images, i.e. where a mirror image keeps its class.
     flip_tta: bool | None = None
+    # Translation TTA: also average the image shifted this many pixels up-left and down-right (airbench).
+    # None: 1 where training shifts images (data.augment.shift > 0), else 0.
+    tta_shift: int | None = None
 
 
 @dataclass
@@ -78,15 +85,20 @@ class TrainConfig:
     weight_decay: float = 1e-4  # adamw only
     momentum: float = 0.9  # sgd only
     batch_size: int = 128
-    epochs: int = 10  # one-cycle anneals over these
+    # One-cycle anneals over these. None: DEFAULT_EPOCHS, or with a time budget as many as fit in it
+    # at the measured speed (cnnexp/training/budget.py); a number given with a budget wins, capped by it.
+    epochs: int | None = None
     label_smoothing: float = 0.1
+    # > 0: validation, test and the saved model use an exponential moving average of the weights
+    # (Keras' optimizer use_ema, with SwapEMAWeights for validation); 0 turns it off.
+    ema_momentum: float = 0.0
     early_stopping_patience: int = 3  # epochs without val_loss improvement; 0 disables
     lr_schedule: str = "onecycle"  # none | cosine | onecycle | plateau | wsd | linear
     # wsd and linear: epochs of linear warm-up to the peak rate (a fixed length, not a share of the run,
     # so every trial of a study is past it at the same epoch; cnnexp/training/schedules.py).
     warmup_epochs: float = 0.5
-    # Wall-clock cap on fit; the schedule then anneals by time or steps, whichever runs out first
-    # (cnnexp/training/schedules.py). Not bit-reproducible: how many steps fit depends on the machine.
+    # Wall-clock budget for fit; the schedule then anneals by the clock (cnnexp/training/budget.py).
+    # Not bit-reproducible: how many steps fit depends on the machine.
     time_budget_minutes: float | None = None
     seed: int = 42
     deterministic: bool = True  # TensorFlow op determinism: same seed, same result
@@ -108,7 +120,7 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values only (lists, not tuples): the logged ``config.yaml`` is portable YAML."""
-        return _plain(dataclasses.asdict(self))
+        return plain(dataclasses.asdict(self))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -118,149 +130,34 @@ class ExperimentConfig:
         return flatten(self.to_dict())
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
-
-
-# ---------------------------------------------------------------------------- parsing
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Convert ``value`` (possibly a CLI string) to type ``tp`` or raise a ConfigError."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
-            return None
-        return _coerce(value, args[0], where)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return _from_dict(tp, value, where + ".")
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [v for v in value.replace("x", ",").split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)) or len(value) != len(typing.get_args(tp)):
-            raise ConfigError(f"{where}: expected {len(typing.get_args(tp))} values, got {value!r}")
-        return tuple(_coerce(v, t, where) for v, t in zip(value, typing.get_args(tp), strict=True))
-    if tp is bool:
-        parsed = parse_bool(value)
-        if parsed is None:
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return parsed
-    if tp in (int, float):
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
-        if tp is int:
-            if number != int(number):
-                raise ConfigError(f"{where}: expected a whole number, got {value!r}")
-            return int(number)
-        return number
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected text, got {value!r}")
-        return value
-    raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover - programming error
-
-
-def parse_bool(value: Any) -> bool | None:
-    """true/false, yes/no, on/off, 1/0 (any case) as a bool; None for anything else."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off"):
-        return False
-    return None
-
-
-def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    known = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
-        if key not in known:
-            raise ConfigError(f"unknown key '{prefix}{key}' (known keys: {', '.join(known)})")
-    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
-    return cls(**kwargs)
-
-
-def set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``d['model']['blocks'] = value`` from ``'model.blocks'``."""
-    *parents, leaf = dotted.split(".")
-    node = d
-    for p in parents:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"'{dotted}': '{p}' is a value, not a section")
-    node[leaf] = value
-
-
-class _ConfigLoader(yaml.SafeLoader):
-    """Safe YAML plus the one Python tag cnnexp 0.1.0 wrote into logged configs (image_size as a tuple)."""
-
-
-_ConfigLoader.add_constructor("tag:yaml.org,2002:python/tuple", lambda loader, node: loader.construct_sequence(node))
-
-
-def parse_yaml(text: str, where: str) -> dict[str, Any]:
-    """A config mapping from YAML text; ``where`` (a file, a run's artifact) names it in every error."""
-    try:
-        data = yaml.load(text, Loader=_ConfigLoader) or {}  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as e:
-        reason = " ".join(str(e).split())
-        raise ConfigError(f"{where}: not valid YAML: {reason}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping at the top level")
-    return data
-
-
-def read_text_file(path: str | Path, what: str = "config file", error: type[ConfigError] = ConfigError) -> str:
-    """A config or search-space file's UTF-8 text; ``error`` names the file when it is missing or not text."""
-    p = Path(path)
-    if not p.is_file():
-        raise error(f"{what} not found: {p}")
-    try:
-        return p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise error(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    return parse_yaml(read_text_file(path), str(path))
-
-
 def build_config(base: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """Merge a base dict (e.g. from YAML) with dotted overrides, parse, resolve defaults, validate."""
-    merged: dict[str, Any] = _deepcopy(base or {})
+    merged: dict[str, Any] = deepcopy_dict(base or {})
     for key, value in (overrides or {}).items():
         if value is not None:
             set_dotted(merged, key, value)
-    cfg = _from_dict(ExperimentConfig, merged)
+    cfg = from_dict(ExperimentConfig, merged)
     return validate(resolve(cfg))
 
 
-def _deepcopy(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: _deepcopy(v) if isinstance(v, dict) else v for k, v in d.items()}
+# Keys added after cnnexp 0.1.0, with the value that rebuilds what a config logged before them trained.
+LEGACY_VALUES = {
+    "model.block_order": "conv_bn_pool",
+    "model.bn_scale": True,
+    "model.tta_shift": 0,
+    "train.ema_momentum": 0.0,
+}
+
+
+def logged_config(data: dict[str, Any]) -> ExperimentConfig:
+    """A logged run's config: keys it predates take their :data:`LEGACY_VALUES`, not today's defaults."""
+    merged = deepcopy_dict(data)
+    for dotted, value in LEGACY_VALUES.items():
+        section, key = dotted.split(".")
+        node = merged.get(section)
+        if isinstance(node, dict) and key not in node:
+            node[key] = value
+    return build_config(merged)
 
 
 # ---------------------------------------------------------------------------- defaults
@@ -287,10 +184,14 @@ def resolve(cfg: ExperimentConfig) -> ExperimentConfig:
     for name, value in defaults.items():
         if getattr(aug, name) is None:
             setattr(aug, name, value)
+    if cfg.train.epochs is None and not cfg.train.time_budget_minutes:
+        cfg.train.epochs = DEFAULT_EPOCHS
     if cfg.train.precision == "auto":
         cfg.train.precision = "mixed_bfloat16" if native_bf16() else "float32"
     if cfg.model.flip_tta is None:
         cfg.model.flip_tta = aug.horizontal_flip
+    if cfg.model.tta_shift is None:
+        cfg.model.tta_shift = 1 if aug.shift else 0
     if dataset_kind(cfg.data.dataset) == "folder" and cfg.data.image_size is None:
         cfg.data.image_size = (32, 32)
     if cfg.run_name is None:
@@ -344,8 +245,10 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     _one_of("model.family", m.family, ("plain", "residual"))
     _one_of("model.conv_type", m.conv_type, ("standard", "separable"))
     _one_of("model.pooling", m.pooling, ("flatten", "avg"))
+    _one_of("model.block_order", m.block_order, BLOCK_ORDERS)
     for name in ("blocks", "filters", "kernel_size", "convs_per_block"):
         _check(getattr(m, name) >= 1, f"model.{name}={getattr(m, name)} must be at least 1")
+    _check(0 <= m.tta_shift < 4, f"model.tta_shift={m.tta_shift} must be 0 (off) to 3 pixels")
     _check(m.head_units >= 0, f"model.head_units={m.head_units} must be >= 0 (0: no hidden head layer)")
     for name in ("dropout", "head_dropout"):
         _check(0 <= getattr(m, name) < 1, f"model.{name}={getattr(m, name)} must be in [0, 1)")
@@ -356,8 +259,9 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     _check(t.learning_rate > 0, f"train.learning_rate={t.learning_rate} must be positive")
     _check(t.weight_decay >= 0, f"train.weight_decay={t.weight_decay} must be >= 0")
     _check(0 <= t.momentum < 1, f"train.momentum={t.momentum} must be in [0, 1)")
+    _check(0 <= t.ema_momentum < 1, f"train.ema_momentum={t.ema_momentum} must be in [0, 1) (0: no averaging)")
     _check(t.batch_size >= 1, f"train.batch_size={t.batch_size} must be at least 1")
-    _check(t.epochs >= 1, f"train.epochs={t.epochs} must be at least 1")
+    _check(t.epochs is None or t.epochs >= 1, f"train.epochs={t.epochs} must be at least 1")
     _check(t.warmup_epochs >= 0, f"train.warmup_epochs={t.warmup_epochs} must be >= 0")
     budget = t.time_budget_minutes
     _check(budget is None or budget > 0, f"train.time_budget_minutes={budget} must be positive")

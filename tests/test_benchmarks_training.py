@@ -8,7 +8,7 @@ from pathlib import Path
 
 import keras
 
-from benchmarks import compute, time_to_accuracy
+from benchmarks import compute, fused_batch_norm, recipe_ablation, time_to_accuracy
 
 
 def _points(*pairs):
@@ -31,6 +31,47 @@ def test_time_to_accuracy_reads_budgets_from_epoch_ends():
     ended["final"] = {"seconds": 200, "test_accuracy": 0.885}
     row = time_to_accuracy.summarise(ended, [10])
     assert row["to_90_s"] is None and row["acc_10min"] == 0.885
+
+
+def test_a_budgeted_run_holds_its_final_accuracy_and_reports_its_plan():
+    """A budgeted cnnexp run measures no test accuracy before its end (its clock would pay for it)."""
+    run = {"side": "cnnexp", "seed": 1, "planned_epochs": 8, "fit_seconds": 588.0, "budget_minutes": 10}
+    run["points"] = [{"epoch": i + 1, "seconds": 70.0 * (i + 1), "test_accuracy": None} for i in range(8)]
+    run["final"] = {"seconds": 588.0, "test_accuracy": 0.925}
+    row = time_to_accuracy.summarise(run, [10])
+    assert row["acc_10min"] == 0.925 and row["to_90_s"] is None
+    assert row["planned_epochs"] == 8 and abs(row["used_fraction"] - 0.98) < 1e-9
+
+
+def test_time_to_accuracy_budgeted_smoke(tmp_path):
+    time_to_accuracy.main(["--smoke", "--time-budgeted", "--sides", "cnnexp", "--out", str(tmp_path)])
+    (run,) = json.loads((tmp_path / "time_to_accuracy.json").read_text())["runs"]
+    assert run["planned_epochs"] >= 1 and run["epochs_given"] is None
+    assert 0.0 < run["final"]["test_accuracy"] <= 1.0
+
+
+def test_recipe_ablation_smoke(tmp_path):
+    recipe_ablation.main(
+        [
+            "--smoke",
+            "--out",
+            str(tmp_path),
+            "--variant",
+            "default=",
+            "--variant",
+            "pool_first=model.block_order=conv_pool_bn",
+        ]
+    )
+    data = json.loads((tmp_path / "recipe_ablation-digits.json").read_text())
+    rows = {r["variant"]: r for r in data["rows"]}
+    assert set(rows) == {"default", "pool_first"} and rows["default"]["vs_default_pt"] == 0
+    assert all(r["epochs"] >= 1 and 0 < r["test_accuracy"] <= 1 and r["epoch_s"] > 0 for r in rows.values())
+
+
+def test_fused_batch_norm_smoke(tmp_path):
+    fused_batch_norm.main(["--smoke", "--repeats", "1", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "fused_batch_norm.json").read_text())
+    assert set(data["median_step_ms"]) == {"keras batch norm", "fused batch norm"} and data["keras_over_fused"] > 0
 
 
 def test_time_to_accuracy_smoke(tmp_path):
@@ -80,3 +121,23 @@ def test_compute_rows_are_ratios_to_the_first_variant():
     rows = compute._rows(results, {"faster": "140-160"}, peak=100.0)
     assert [r["vs default"] for r in rows] == [1.0, 1.5]
     assert [r["% of fp32 peak"] for r in rows] == [10.0, 15.0] and rows[1]["min-max"] == "140-160"
+
+
+def test_cifar_shaped_rows_read_back_as_tinted_32x32_rgb(tmp_path):
+    import pickle
+
+    import numpy as np
+
+    from benchmarks.cifar_shaped import tinted
+    from cnnexp.data.sources import read_cifar_batch
+
+    gray = np.zeros((3, 28, 28), np.uint8)
+    gray[:, 10:18, 10:18] = 255
+    rows = tinted(gray, np.random.default_rng(0))
+    with open(tmp_path / "batch", "wb") as f:
+        pickle.dump({b"data": rows, b"labels": [0, 1, 2]}, f)
+    images, labels = read_cifar_batch(tmp_path / "batch")
+    assert images.shape == (3, 32, 32, 3) and list(labels) == [0, 1, 2]
+    centre, corner = images[:, 16, 16].astype(int), images[:, 0, 0].astype(int)
+    assert (centre.sum(axis=1) > corner.sum(axis=1)).all()  # the garment is brighter than its background
+    assert len({tuple(c) for c in centre}) == 3  # a colour of its own per image

@@ -1,7 +1,8 @@
 import pytest
 import yaml
 
-from cnnexp.config import ExperimentConfig, build_config, load_yaml, parse_yaml
+from cnnexp.config import ExperimentConfig, build_config, logged_config
+from cnnexp.config_io import load_yaml, parse_yaml
 from cnnexp.errors import ConfigError
 
 
@@ -58,6 +59,9 @@ def test_cli_strings_are_coerced():
         ({"model.blokcs": 3}, "unknown key 'model.blokcs'"),
         ({"model.dropout": 1.2}, "model.dropout=1.2"),
         ({"train.system_metrics": "sometimes"}, "train.system_metrics: expected true or false, got 'sometimes'"),
+        ({"model.block_order": "bn_conv"}, "model.block_order='bn_conv' is not one of: conv_bn_pool, conv_pool_bn"),
+        ({"model.tta_shift": 5}, "model.tta_shift=5 must be 0 (off) to 3 pixels"),
+        ({"train.ema_momentum": 1.0}, "train.ema_momentum=1.0 must be in [0, 1)"),
     ],
 )
 def test_bad_values_name_the_problem(overrides, fragment):
@@ -88,11 +92,14 @@ def _every_field_set() -> dict:
         "model.convs_per_block": 2,
         "model.conv_type": "separable",
         "model.batch_norm": False,
+        "model.block_order": "conv_pool_bn",
+        "model.bn_scale": False,
         "model.dropout": 0.2,
         "model.pooling": "avg",
         "model.head_units": 0,
         "model.head_dropout": 0.0,
         "model.flip_tta": False,
+        "model.tta_shift": 2,
         "train.optimizer": "sgd",
         "train.learning_rate": 0.01,
         "train.weight_decay": 0.001,
@@ -100,6 +107,7 @@ def _every_field_set() -> dict:
         "train.batch_size": 32,
         "train.epochs": 3,
         "train.label_smoothing": 0.0,
+        "train.ema_momentum": 0.95,
         "train.early_stopping_patience": 0,
         "train.lr_schedule": "cosine",
         "train.warmup_epochs": 1.5,
@@ -158,3 +166,11 @@ def test_auto_precision_follows_native_bf16(tmp_path, monkeypatch, flags, expect
     assert build_config().train.precision == expected  # resolved, so the logged config says which
     assert build_config(overrides={"train.precision": "float32"}).train.precision == "float32"
     assert read_flags(str(tmp_path / "missing")) == frozenset()
+
+
+def test_a_logged_config_that_predates_a_key_rebuilds_what_it_trained():
+    logged = build_config().to_dict()
+    del logged["model"]["block_order"], logged["model"]["tta_shift"], logged["train"]["ema_momentum"]
+    old = logged_config(logged)
+    assert old.model.block_order == "conv_bn_pool" and old.model.tta_shift == 0 and old.train.ema_momentum == 0
+    assert logged_config(build_config().to_dict()) == build_config()  # a current config is taken as it is

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cnnexp.config import ExperimentConfig
-from cnnexp.config import parse_bool as parse_value
+from cnnexp.config_io import parse_bool as parse_value
 
 # Flag -> dotted config key. Every flag is also reachable as --set KEY=VALUE.
 TRAIN_FLAGS = {
@@ -47,7 +47,8 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    from cnnexp.config import build_config, load_yaml
+    from cnnexp.config import build_config
+    from cnnexp.config_io import load_yaml
     from cnnexp.errors import ConfigError
 
     base = load_yaml(args.config) if args.config else {}

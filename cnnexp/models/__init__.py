@@ -2,6 +2,6 @@
 own Keras layers, so a saved model that holds them loads."""
 
 from cnnexp.models.cnn import build_model, check_spatial
-from cnnexp.models.tta import MirrorAverage, MirrorBatch
+from cnnexp.models.tta import AverageViews, MirrorAverage, MirrorBatch, TestTimeViews
 
-__all__ = ["build_model", "check_spatial", "MirrorAverage", "MirrorBatch"]
+__all__ = ["build_model", "check_spatial", "AverageViews", "MirrorAverage", "MirrorBatch", "TestTimeViews"]

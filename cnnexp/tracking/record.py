@@ -17,7 +17,8 @@ import mlflow
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
-from cnnexp.config import DataConfig, ExperimentConfig, build_config, parse_yaml
+from cnnexp.config import DataConfig, ExperimentConfig, logged_config
+from cnnexp.config_io import parse_yaml
 from cnnexp.data.dataset import Dataset
 from cnnexp.data.sources import load_dataset
 from cnnexp.data.split import Split, split_dataset
@@ -68,7 +69,7 @@ def load_record(run: str | Run) -> RunRecord:
     except (MlflowException, OSError):
         raise RunError(f"run {run_id} has no {CONFIG_ARTIFACT} artifact: it was not made by `cnnexp train`") from None
     try:
-        config = build_config(parse_yaml(text, where))
+        config = logged_config(parse_yaml(text, where))
     except ConfigError as e:
         message = str(e).removeprefix(where + ": ")
         raise RunError(f"{where} is not a valid config for this cnnexp version: {message}") from None

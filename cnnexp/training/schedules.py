@@ -1,9 +1,8 @@
-"""Optimizers and learning-rate schedules, by step or by wall-clock time.
+"""Optimizers and learning-rate schedules.
 
 A schedule normally follows the step count (``epochs`` x steps per epoch). With
-``train.time_budget_minutes`` it follows whichever runs out first, steps or time: the
-:class:`TimeBudget` callback feeds the same Keras schedule the run's progress fraction each batch
-and stops training when the time is up. "The best model in 10 minutes" then anneals fully on a
+``train.time_budget_minutes`` the same Keras schedule is fed the run's progress by the clock
+(:class:`cnnexp.training.budget.TimeBudget`), so "the best model in 10 minutes" anneals fully on a
 slow or busy machine too, where a step schedule would be cut off at a high learning rate.
 
 Two schedules exist for studies whose pruner compares trials part-way: ``wsd`` (warm-up, stable,
@@ -14,8 +13,6 @@ so every trial is past it at the same epoch: :func:`warmup_epochs` tells the pru
 """
 
 from __future__ import annotations
-
-import time
 
 import keras
 
@@ -81,35 +78,10 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.O
     lr = learning_rate(cfg, steps_per_epoch)
     if cfg.time_budget_minutes and isinstance(lr, Schedule):
         lr = float(lr(0))  # a plain variable: TimeBudget sets it every batch
+    # EMA: Keras keeps the average in the optimizer and writes it into the model when fit ends.
+    ema = {"use_ema": cfg.ema_momentum > 0, "ema_momentum": cfg.ema_momentum or 0.99}
     if cfg.optimizer == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay)
+        return keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay, **ema)
     if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=True)
-    return keras.optimizers.Adam(lr)
-
-
-class TimeBudget(keras.callbacks.Callback):
-    """Stops training after ``minutes`` of fit and drives the schedule by max(time, step) progress."""
-
-    def __init__(self, minutes: float, schedule: float | Schedule, total_steps: int) -> None:
-        super().__init__()
-        self.seconds = minutes * 60
-        self.schedule = schedule if isinstance(schedule, Schedule) else None
-        self.total_steps = total_steps
-        self.steps = 0
-        self.stopped_by_time = False
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self.start = time.perf_counter()
-
-    def progress(self) -> float:
-        return min(1.0, max((time.perf_counter() - self.start) / self.seconds, self.steps / self.total_steps))
-
-    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        if self.schedule is not None:
-            self.model.optimizer.learning_rate = float(self.schedule(self.progress() * self.total_steps))
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        self.steps += 1
-        if time.perf_counter() - self.start >= self.seconds:
-            self.stopped_by_time = self.model.stop_training = True
+        return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=True, **ema)
+    return keras.optimizers.Adam(lr, **ema)

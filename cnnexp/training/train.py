@@ -7,9 +7,11 @@ Tuning reuses the same function for its trials (nested runs, no test set, no mod
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import sys
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -34,8 +36,9 @@ from cnnexp.serving.pyfunc import log_image_model
 from cnnexp.tracking import tags
 from cnnexp.tracking.record import CONFIG_ARTIFACT
 from cnnexp.tracking.runs import git_commit, tracked_run, use_experiment
+from cnnexp.training.budget import BudgetPlan, TimeBudget, plan_budget
 from cnnexp.training.inputs import log_split_inputs
-from cnnexp.training.schedules import TimeBudget, learning_rate, make_optimizer
+from cnnexp.training.schedules import learning_rate, make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,14 @@ class TrainResult:
     history: dict[str, list[float]]
     split: Split
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Fitted:
+    model: keras.Model
+    history: dict[str, list[float]]
+    seconds: float  # wall time of fit, planning included
+    plan: BudgetPlan | None = None  # how a time budget was sized, when the epochs came from it
 
 
 class _RaiseOnNaN(keras.callbacks.Callback):
@@ -109,17 +120,26 @@ class _SmoothedSparseCrossentropy(keras.losses.Loss):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
-def make_callbacks(cfg: TrainConfig, steps_per_epoch: int) -> list[keras.callbacks.Callback]:
+def make_callbacks(
+    cfg: TrainConfig, steps_per_epoch: int, plan: BudgetPlan | None = None, started: float | None = None
+) -> list[keras.callbacks.Callback]:
+    """The run's callbacks; ``plan`` and ``started`` (the budget clock's start) come from :func:`fit`."""
     callbacks: list[keras.callbacks.Callback] = [_RaiseOnNaN()]
+    if cfg.ema_momentum:  # validation sees the averaged weights; fit's end writes them into the model
+        callbacks.append(keras.callbacks.SwapEMAWeights())
     if cfg.time_budget_minutes:
         total = cfg.epochs * steps_per_epoch
-        callbacks.append(TimeBudget(cfg.time_budget_minutes, learning_rate(cfg, steps_per_epoch), total))
-    if cfg.early_stopping_patience:
+        reserve = plan.val_seconds if plan else 0.0  # the last validation pass ends inside the budget
+        schedule = learning_rate(cfg, steps_per_epoch)
+        callbacks.append(TimeBudget(cfg.time_budget_minutes, schedule, total, started, reserve))
+    # A planned budget anneals by the clock: stopping early would leave it unused at a high rate.
+    if cfg.early_stopping_patience and plan is None:
         callbacks.append(
             keras.callbacks.EarlyStopping(
                 monitor="val_loss",
                 patience=cfg.early_stopping_patience,
-                restore_best_weights=True,
+                # Restoring would put back raw weights over the average that fit's end writes in.
+                restore_best_weights=not cfg.ema_momentum,
                 # An annealing schedule does most of its work late: stopping at a plateau in the
                 # high-rate first half would throw that away, so the first half is not judged.
                 start_from_epoch=cfg.epochs // 2 if cfg.lr_schedule in ANNEALING_SCHEDULES else 0,
@@ -146,23 +166,34 @@ def _refuse_autolog_clash(run: mlflow.ActiveRun, cfg: TrainConfig) -> None:
     ``mlflow run -P epochs=``) would be refused by MLflow, and autolog would then log no per-epoch metrics."""
     for name, value in (("epochs", cfg.epochs), ("batch_size", cfg.batch_size)):
         logged = run.data.params.get(name)
-        if logged is not None and logged != str(value):
+        if logged is not None and value is not None and logged != str(value):
             raise ConfigError(
                 f"run {run.info.run_id} already has param {name}={logged!r} but trains with train.{name}={value}: "
                 f"give {name} as the whole number {value}, or leave it out so the config's value is logged"
             )
 
 
-def fit(
-    cfg: ExperimentConfig, split: Split, extra_callbacks: Sequence[keras.callbacks.Callback] = ()
-) -> tuple[keras.Model, dict[str, list[float]]]:
-    """Build, compile and fit one model on the split's train part, validating on its val part."""
+def fit(cfg: ExperimentConfig, split: Split, extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> Fitted:
+    """Build, compile and fit one model on the split's train part, validating on its val part.
+
+    With a time budget and no epoch count, the epochs come from the measured speed (training/budget.py).
+    """
+    started = time.perf_counter()  # a time budget counts from here: planning is part of it
     t = cfg.train
     with dtype_policy(t.precision):
         model = build_model(cfg.model, split.x_train.shape[1:], len(split.class_names))
     steps = math.ceil(len(split.y_train) / t.batch_size)
-    compile_model(model, t, steps)
+    # With a budget the rate is set by the clock every batch; the epoch count only shapes the schedule.
+    compile_model(model, dataclasses.replace(t, epochs=t.epochs or 1), steps)
     augmenter = build_augmenter(cfg.data.augment, t.seed)
+    plan = None
+    if t.time_budget_minutes and t.epochs is None:
+        seconds, elapsed = t.time_budget_minutes * 60, time.perf_counter() - started
+        plan = plan_budget(
+            model, split.x_train, split.y_train, t.batch_size, augmenter, len(split.y_val), seconds, elapsed
+        )
+        log.info("%s", plan.describe())
+        t = dataclasses.replace(t, epochs=plan.max_epochs)
     train_ds = make_dataset(split.x_train, split.y_train, t.batch_size, training=True, augmenter=augmenter, seed=t.seed)
     val_ds = make_dataset(split.x_val, split.y_val, max(t.batch_size, 256))
     with warnings.catch_warnings():
@@ -172,10 +203,11 @@ def fit(
             train_ds,
             validation_data=val_ds,
             epochs=t.epochs,
-            callbacks=make_callbacks(t, steps) + list(extra_callbacks),
+            callbacks=make_callbacks(t, steps, plan, started) + list(extra_callbacks),
             verbose=1 if sys.stdout.isatty() else 2,  # a bar in a terminal, one line per epoch in logs
         )
-    return model, {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    history = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    return Fitted(model, history, time.perf_counter() - started, plan)
 
 
 def train(
@@ -208,7 +240,15 @@ def train(
         mlflow.log_params({f"split.{k}_size": v for k, v in split.sizes().items()})
         log.info("split sizes %s, hash %s", split.sizes(), split.split_hash)
 
-        model, history = fit(cfg, split, extra_callbacks)
+        fitted = fit(cfg, split, extra_callbacks)
+        model, history = fitted.model, fitted.history
+        if fitted.plan is not None:
+            mlflow.log_params(fitted.plan.params())
+        if cfg.train.time_budget_minutes:
+            budget_s = cfg.train.time_budget_minutes * 60
+            mlflow.log_metrics(
+                {"budget.used_fraction": fitted.seconds / budget_s, "epochs_trained": len(history["loss"])}
+            )
         metrics = {
             # Plain cross-entropy, as test_loss; with label smoothing the loss fit minimised is higher.
             "best_val_loss": min(history[f"val_{CROSSENTROPY}"]),

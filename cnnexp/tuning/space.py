@@ -21,7 +21,8 @@ import optuna
 import yaml
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from cnnexp.config import ExperimentConfig, build_config, read_text_file
+from cnnexp.config import ExperimentConfig, build_config
+from cnnexp.config_io import read_text_file
 from cnnexp.data.sources import input_shape
 from cnnexp.errors import ConfigError, SearchSpaceError
 from cnnexp.models.cnn import check_spatial
@@ -80,8 +81,8 @@ class SearchSpace:
     objective: str  # a per-epoch validation metric: val_accuracy | val_loss
     trial_epochs: int
     trial_train_subset: int | None  # None: trials train on the whole training part
-    retrain_epochs: int
-    retrain_time_budget_minutes: float | None  # a wall-clock cap; the schedule then anneals by time
+    retrain_epochs: int | None  # None: as many as the retrain's time budget fits, else trials.epochs
+    retrain_time_budget_minutes: float | None  # wall-clock budget; the schedule then anneals by time
     fixed: dict[str, Any]
     params: list[Param]
     text: str  # the file as written, logged with the study
@@ -101,7 +102,10 @@ class SearchSpace:
         """Dotted config overrides for one trial (cheap fidelity) or for retraining (full data)."""
         out = {"data.dataset": self.dataset, **self.fixed, **sampled}
         if retrain:
-            out.update({"train.epochs": self.retrain_epochs, "data.train_subset": None})
+            epochs = self.retrain_epochs
+            if epochs is None and not self.retrain_time_budget_minutes:
+                epochs = self.trial_epochs
+            out.update({"train.epochs": epochs, "data.train_subset": None})  # None: planned from the budget
             if self.retrain_time_budget_minutes:
                 out["train.time_budget_minutes"] = self.retrain_time_budget_minutes
         else:
@@ -197,7 +201,8 @@ def parse_space(doc: Any, where: str, text: str = "") -> SearchSpace:
     subset = None if subset is None else _positive_int(subset, "trials.train_subset", fail)
     retrain = _mapping(doc.get("retrain") or {}, "retrain", fail)
     _known(retrain, _RETRAIN_KEYS, "retrain.", fail)
-    retrain_epochs = _positive_int(retrain.get("epochs", trial_epochs), "retrain.epochs", fail)
+    given = retrain.get("epochs")
+    retrain_epochs = None if given is None else _positive_int(given, "retrain.epochs", fail)
     budget = retrain.get("time_budget_minutes")
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0):
         raise fail("retrain.time_budget_minutes", f"must be a positive number of minutes, got {budget!r}")

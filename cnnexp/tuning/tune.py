@@ -293,8 +293,11 @@ def retrain_best(space: SearchSpace, study: optuna.Study, best: FrozenTrial, par
     """Train the best trial's config on the full training data; test once; log the model."""
     keras.backend.clear_session()
     cfg = space.config(best.params, retrain=True, extra={"run_name": f"{study.study_name}-best"})
-    budget = f" or {cfg.train.time_budget_minutes:g} minutes" if cfg.train.time_budget_minutes else ""
-    limit = f"{cfg.train.epochs} epochs{budget}"
+    minutes = cfg.train.time_budget_minutes
+    if cfg.train.epochs is None:
+        limit = f"as many epochs as fit in {minutes:g} minutes"
+    else:
+        limit = f"{cfg.train.epochs} epochs" + (f" or {minutes:g} minutes" if minutes else "")
     print(f"retraining trial {best.number}'s config on the full training data ({limit})", flush=True)
     run_tags = {tags.STUDY: study.study_name, tags.ROLE: tags.ROLE_BEST, tags.BEST_TRIAL: str(best.number)}
     run_tags[tags.SPACE_DIGEST] = space.digest  # its epochs and budget are this space's (params: train.epochs)

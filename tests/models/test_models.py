@@ -70,8 +70,42 @@ def test_flip_tta_averages_each_image_with_its_mirror(tmp_path):
     # A serving process imports only the pyfunc's module; that must be enough to load the file.
     load = (
         "import sys, keras, cnnexp.serving.pyfunc; "
-        "keras.saving.load_model(sys.argv[1], compile=False).get_layer('mirror_batch')"
+        "keras.saving.load_model(sys.argv[1], compile=False).get_layer('tta_views')"
     )
     subprocess.run([sys.executable, "-c", load, str(tmp_path / "m.keras")], check=True, capture_output=True)
     # Training sees one prediction per image, not a doubled batch (last: it moves batch-norm statistics).
     assert tta(x, training=True).shape == (4, 3)
+
+
+def test_translation_tta_in_the_saved_model_matches_the_views_averaged_in_process(tmp_path):
+    """flip x one-pixel shifts (airbench): the saved model's prediction is the weighted mean of its views."""
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(1).uniform(0, 255, (5, 8, 8, 1)).astype(np.float32)
+    plain = build_model(ModelConfig(filters=4, flip_tta=False), (8, 8, 1), 3)
+    tta = build_model(ModelConfig(filters=4, flip_tta=True, tta_shift=1), (8, 8, 1), 3)
+    tta.set_weights(plain.get_weights())
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    views = [x, padded[:, :8, :8], padded[:, 2:, 2:]]
+
+    def flip_mean(v):
+        return (plain.predict_on_batch(v) + plain.predict_on_batch(v[:, :, ::-1])) / 2
+
+    expected = 0.5 * flip_mean(views[0]) + 0.25 * flip_mean(views[1]) + 0.25 * flip_mean(views[2])
+    assert not np.allclose(expected, flip_mean(x), atol=1e-4)  # the shifts change the answer
+    np.testing.assert_allclose(tta.predict_on_batch(x), expected, atol=1e-5)
+    tta.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", compile=False)
+    np.testing.assert_allclose(loaded.predict(x, batch_size=2, verbose=0), expected, atol=1e-5)
+    assert tta(x, training=True).shape == (5, 3)
+
+
+def test_conv_pool_bn_order_pools_before_the_batch_norm():
+    cfg = ModelConfig(filters=4, block_order="conv_pool_bn", bn_scale=False)
+    model = build_model(cfg, (8, 8, 1), 3)
+    names = [layer.name for layer in model.layers]
+    assert names.index("block1_conv1_pool") < names.index("block1_conv1_bn") < names.index("block1_conv1_relu")
+    assert model.get_layer("block1_conv1_bn").output.shape[1:3] == (4, 4)  # normalises a quarter of the pixels
+    assert not model.get_layer("block1_conv1_bn").scale  # a shift only
+    default = build_model(ModelConfig(filters=4), (8, 8, 1), 3)
+    assert default.get_layer("block1_conv1_bn").output.shape[1:3] == (8, 8)
+    assert model.output.shape == default.output.shape

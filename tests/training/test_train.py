@@ -1,7 +1,6 @@
 import json
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 import keras
 import mlflow
@@ -15,7 +14,7 @@ from cnnexp.errors import ConfigError, TrainingDiverged
 from cnnexp.serving.pyfunc import OUTPUT_SCHEMA, encode_image
 from cnnexp.tracking import tags
 from cnnexp.training import schedules
-from cnnexp.training.schedules import TimeBudget, learning_rate
+from cnnexp.training.schedules import learning_rate
 from cnnexp.training.train import make_callbacks, train
 
 
@@ -216,43 +215,6 @@ def test_early_stopping_spares_the_first_half_of_an_annealing_schedule(tiny_over
     cfg = build_config(overrides={**tiny_overrides, "train.lr_schedule": schedule, "train.epochs": 10})
     (stopper,) = [c for c in make_callbacks(cfg.train, 10) if isinstance(c, keras.callbacks.EarlyStopping)]
     assert stopper.start_from_epoch == start and stopper.monitor == "val_loss" and stopper.restore_best_weights
-
-
-def test_time_budget_stops_fit(tracking, tiny_overrides):
-    budget = {"train.epochs": 500, "train.time_budget_minutes": 0.05, "train.early_stopping_patience": 0}
-    cfg = build_config(overrides={**tiny_overrides, **budget})
-    result = train(cfg, evaluate_test=False, log_model=False)
-    assert 1 <= len(result.history["loss"]) < 500  # 3 seconds of fit, not 500 epochs
-
-
-def test_time_budget_drives_the_schedule_by_the_clock(tiny_overrides, monkeypatch):
-    clock = [100.0]
-    monkeypatch.setattr(schedules.time, "perf_counter", lambda: clock[0])
-    cfg = build_config(overrides={**tiny_overrides, "train.epochs": 10, "train.time_budget_minutes": 1})
-    (budget,) = [c for c in make_callbacks(cfg.train, 100) if isinstance(c, TimeBudget)]
-    model = SimpleNamespace(optimizer=schedules.make_optimizer(cfg.train, 100), stop_training=False)
-    budget.set_model(model)
-    budget.on_train_begin()
-    peak = cfg.train.learning_rate
-    for seconds, expected in ((0, peak / 10), (12, peak), (36, peak / 2)):  # 20% warm-up, then cosine
-        clock[0] = 100.0 + seconds
-        budget.on_train_batch_begin(0)
-        assert float(model.optimizer.learning_rate) == pytest.approx(expected, rel=1e-3)
-        budget.on_train_batch_end(0)
-    assert not model.stop_training
-    clock[0] = 160.0
-    budget.on_train_batch_end(0)
-    assert model.stop_training and budget.stopped_by_time
-
-
-def test_time_budget_follows_steps_when_they_run_out_first(tiny_overrides):
-    cfg = build_config(overrides={**tiny_overrides, "train.epochs": 10, "train.time_budget_minutes": 60})
-    (budget,) = [c for c in make_callbacks(cfg.train, 100) if isinstance(c, TimeBudget)]
-    budget.on_train_begin()
-    budget.steps = 500  # half the steps, a second of the hour: progress is the steps'
-    assert budget.progress() == pytest.approx(0.5, abs=1e-3)
-    with pytest.raises(ConfigError, match="time_budget_minutes"):
-        build_config(overrides={**tiny_overrides, "train.time_budget_minutes": -1})
 
 
 def test_a_clashing_epochs_param_fails_the_run_before_training(tracking, tiny_config, monkeypatch):

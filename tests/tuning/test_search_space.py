@@ -78,6 +78,11 @@ def test_sampling_follows_conditions_and_fidelity(tmp_path):
     budgeted = load_space(_write(tmp_path, _with(**{"retrain/time_budget_minutes": 2.5})))
     assert budgeted.config(sgd, retrain=True).train.time_budget_minutes == 2.5
     assert budgeted.config(sgd).train.time_budget_minutes is None  # trials keep their epoch fidelity
+    assert budgeted.config(sgd, retrain=True).train.epochs == 3  # retrain.epochs given: the budget only caps it
+    planned = load_space(_write(tmp_path, _with(**{"retrain/time_budget_minutes": 2.5, "retrain/epochs": None})))
+    assert planned.config(sgd, retrain=True).train.epochs is None  # as many as fit in the budget
+    unbudgeted = load_space(_write(tmp_path, _with(**{"retrain/epochs": None})))
+    assert unbudgeted.config(sgd, retrain=True).train.epochs == 2  # neither: the trials' epochs
 
 
 @pytest.mark.parametrize(
