@@ -133,8 +133,15 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     finished = clock.points[-1]["seconds"] if clock.points else 0.0
     if budgeted:
         finished = fit_seconds  # planning included: all of it came out of the budget
+    from benchmarks.compute import forward_flops, peak_gflops
+
     return {
         "planned_epochs": plan.epochs if plan else None,
+        # Achieved speed of the training step the plan measured: 3x the forward FLOPs per image.
+        "step_seconds": plan.step_seconds if plan else None,
+        "batch_size": cfg.train.batch_size,
+        "forward_flops": forward_flops(model),
+        "peak_gflops": peak_gflops(),
         "fit_seconds": finished,
         "side": args.side,
         "seed": args.seed,

@@ -63,7 +63,7 @@ class ModelConfig:
     batch_norm: bool = True
     # conv_pool_bn: each block's first conv is max-pooled before its batch norm and ReLU, which then
     # run on a quarter of the pixels (Page, "How to train your ResNet" 8; airbench). Plain family only.
-    block_order: str = "conv_bn_pool"  # conv_bn_pool | conv_pool_bn
+    block_order: str = "conv_pool_bn"  # conv_pool_bn | conv_bn_pool (pool last, before 0.2.0)
     bn_scale: bool = True  # false: batch norm learns a shift only (the following ReLU/conv absorb the scale)
     dropout: float = 0.1  # after each block (augmentation and label smoothing regularise too)
     pooling: str = "flatten"  # head input: flatten | avg (global average pooling)
