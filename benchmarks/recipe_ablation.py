@@ -25,6 +25,7 @@ import argparse
 import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from benchmarks import common
@@ -111,6 +112,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--jobs", type=int, default=1, help="accuracy runs at once (their result does not depend on speed)")
     p.add_argument("--train-subset", type=int, default=None)
+    p.add_argument("--speeds", type=Path, help="JSON {variant: [speed samples]} of an earlier run: skip the speed part")
+    p.add_argument("--known", type=Path, help="JSON {variant: accuracy result} of an earlier run: not trained again")
     p.add_argument("--worker", choices=["speed", "accuracy"], help=argparse.SUPPRESS)
     p.add_argument("--overrides", default="{}", help=argparse.SUPPRESS)
     p.add_argument("--epochs", type=int, help=argparse.SUPPRESS)
@@ -122,10 +125,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.dataset, args.budget_minutes, args.repeats, args.jobs = "digits", 0.05, 1, 1
     variants = dict(parse_variant(v) for v in args.variant) or {"default": {}}
     speeds: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
-    for _ in range(args.repeats):  # interleaved: a speed swing hits every variant alike
+    if args.speeds:  # measured earlier, alone on the machine; the accuracy part does not depend on speed
+        speeds = {name: json.loads(args.speeds.read_text())[name] for name in variants}
+    for _ in range(0 if args.speeds else args.repeats):  # interleaved: a speed swing hits every variant alike
         for name, overrides in variants.items():
             speeds[name].append(_run(args, "speed", overrides))
             print(f"speed {name}: {speeds[name][-1]}", flush=True)
+    known = json.loads(args.known.read_text()) if args.known else {}
     rows = {}
     for name, samples in speeds.items():
         epoch_s = common.spread([s["epoch_s"] for s in samples])["median"]
@@ -133,6 +139,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows[name] = {"variant": name, "epoch_s": epoch_s, "epochs": epochs, "params": samples[0]["params"]}
 
     def accuracy(name: str) -> dict[str, Any]:
+        if name in known:
+            return known[name]
         result = _run(args, "accuracy", variants[name], rows[name]["epochs"])
         print(f"accuracy {name}: {result}", flush=True)
         return result
@@ -153,6 +161,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seed": args.seed,
         "variants": variants,
         "speed_samples": speeds,
+        "reused": {"speeds": str(args.speeds) if args.speeds else None, "accuracy": sorted(known)},
         "rows": list(rows.values()),
         "smoke": args.smoke,
     }

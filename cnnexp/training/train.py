@@ -31,7 +31,7 @@ from cnnexp.data.pipeline import build_augmenter, make_dataset
 from cnnexp.data.sources import load_dataset
 from cnnexp.data.split import Split, split_dataset
 from cnnexp.errors import ConfigError, TrainingDiverged
-from cnnexp.models.cnn import build_model
+from cnnexp.models.cnn import build_models
 from cnnexp.serving.pyfunc import log_image_model
 from cnnexp.tracking import tags
 from cnnexp.tracking.record import CONFIG_ARTIFACT
@@ -181,16 +181,18 @@ def fit(cfg: ExperimentConfig, split: Split, extra_callbacks: Sequence[keras.cal
     started = time.perf_counter()  # a time budget counts from here: planning is part of it
     t = cfg.train
     with dtype_policy(t.precision):
-        model = build_model(cfg.model, split.x_train.shape[1:], len(split.class_names))
+        # Trained and validated without test-time augmentation (a pass per image, not six); the
+        # saved model is the same network inside it.
+        trained, model = build_models(cfg.model, split.x_train.shape[1:], len(split.class_names))
     steps = math.ceil(len(split.y_train) / t.batch_size)
     # With a budget the rate is set by the clock every batch; the epoch count only shapes the schedule.
-    compile_model(model, dataclasses.replace(t, epochs=t.epochs or 1), steps)
+    compile_model(trained, dataclasses.replace(t, epochs=t.epochs or 1), steps)
     augmenter = build_augmenter(cfg.data.augment, t.seed)
     plan = None
     if t.time_budget_minutes and t.epochs is None:
         seconds, elapsed = t.time_budget_minutes * 60, time.perf_counter() - started
         plan = plan_budget(
-            model, split.x_train, split.y_train, t.batch_size, augmenter, len(split.y_val), seconds, elapsed
+            trained, split.x_train, split.y_train, t.batch_size, augmenter, len(split.y_val), seconds, elapsed
         )
         log.info("%s", plan.describe())
         t = dataclasses.replace(t, epochs=plan.max_epochs)
@@ -199,7 +201,7 @@ def fit(cfg: ExperimentConfig, split: Split, extra_callbacks: Sequence[keras.cal
     with warnings.catch_warnings():
         # Keras warns that fit's default shuffle=True is ignored for a tf.data input; ours is shuffled.
         warnings.filterwarnings("ignore", message=".*shuffle=True.*")
-        history = model.fit(
+        history = trained.fit(
             train_ds,
             validation_data=val_ds,
             epochs=t.epochs,
@@ -207,6 +209,8 @@ def fit(cfg: ExperimentConfig, split: Split, extra_callbacks: Sequence[keras.cal
             verbose=1 if sys.stdout.isatty() else 2,  # a bar in a terminal, one line per epoch in logs
         )
     history = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    if model is not trained:  # the saved model carries the trained one's optimizer and loss, as before
+        model.compile(optimizer=trained.optimizer, loss=trained.loss, metrics=["accuracy"])
     return Fitted(model, history, time.perf_counter() - started, plan)
 
 

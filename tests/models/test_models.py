@@ -106,6 +106,21 @@ def test_conv_pool_bn_order_pools_before_the_batch_norm():
     assert names.index("block1_conv1_pool") < names.index("block1_conv1_bn") < names.index("block1_conv1_relu")
     assert model.get_layer("block1_conv1_bn").output.shape[1:3] == (4, 4)  # normalises a quarter of the pixels
     assert not model.get_layer("block1_conv1_bn").scale  # a shift only
-    default = build_model(ModelConfig(filters=4), (8, 8, 1), 3)
-    assert default.get_layer("block1_conv1_bn").output.shape[1:3] == (8, 8)
-    assert model.output.shape == default.output.shape
+    pool_last = build_model(ModelConfig(filters=4, block_order="conv_bn_pool"), (8, 8, 1), 3)
+    assert pool_last.get_layer("block1_conv1_bn").output.shape[1:3] == (8, 8)
+    assert model.output.shape == pool_last.output.shape
+
+
+def test_the_trained_and_the_saved_model_share_one_network():
+    """Training and validation run one view per image; the saved model wraps the same weights in TTA."""
+    from cnnexp.models.cnn import build_models
+
+    trained, saved = build_models(ModelConfig(filters=4, flip_tta=True, tta_shift=1), (8, 8, 1), 3)
+    assert "tta_views" in [layer.name for layer in saved.layers]
+    assert "tta_views" not in [layer.name for layer in trained.layers]
+    assert trained.get_layer("block1_conv1") is saved.get_layer("block1_conv1")
+    trained.get_layer("probabilities").bias.assign([5.0, 0.0, 0.0])  # a change made by training ...
+    x = np.zeros((2, 8, 8, 1), np.float32)
+    assert (saved.predict_on_batch(x).argmax(1) == 0).all()  # ... is the saved model's too
+    plain, same = build_models(ModelConfig(filters=4, flip_tta=False, tta_shift=0), (8, 8, 1), 3)
+    assert plain is same  # nothing to wrap
