@@ -35,18 +35,25 @@ class MirrorAverage(layers.Layer):
         return (x[:half] + x[half:]) / 2
 
 
+class _Views(layers.Layer):
+    """What both halves of test-time augmentation agree on: mirror images or not, and the shift."""
+
+    def __init__(self, flip: bool = True, shift: int = 0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.flip, self.shift = bool(flip), int(shift)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "flip": self.flip, "shift": self.shift}
+
+
 @keras.saving.register_keras_serializable(package="cnnexp")
-class TestTimeViews(layers.Layer):
+class TestTimeViews(_Views):
     """Test-time augmentation, part 1: at inference, stacks each image's views along the batch.
 
     The views are the image and, with ``shift``, the image moved ``shift`` pixels up-left and
     down-right (reflect padding), each followed by its mirror image when ``flip`` is on: airbench's
     ``infer_mirror_translate``. :class:`AverageViews` weighs them back into one prediction.
     """
-
-    def __init__(self, flip: bool = True, shift: int = 0, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.flip, self.shift = bool(flip), int(shift)
 
     def call(self, x, training=None):
         if training:
@@ -60,21 +67,14 @@ class TestTimeViews(layers.Layer):
             views += [keras.ops.flip(v, axis=2) for v in views]
         return keras.ops.concatenate(views, axis=0)
 
-    def get_config(self) -> dict:
-        return {**super().get_config(), "flip": self.flip, "shift": self.shift}
-
 
 @keras.saving.register_keras_serializable(package="cnnexp")
-class AverageViews(layers.Layer):
+class AverageViews(_Views):
     """Test-time augmentation, part 2: one probability per image from its :class:`TestTimeViews`.
 
     The unshifted views weigh half, the two shifted ones a quarter each (airbench); an image and
     its mirror weigh alike.
     """
-
-    def __init__(self, flip: bool = True, shift: int = 0, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.flip, self.shift = bool(flip), int(shift)
 
     def call(self, x, training=None):
         if training:
@@ -84,6 +84,3 @@ class AverageViews(layers.Layer):
             weights = [w / 2 for w in weights] * 2
         n = keras.ops.shape(x)[0] // len(weights)
         return sum(w * x[i * n : (i + 1) * n] for i, w in enumerate(weights))
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "flip": self.flip, "shift": self.shift}
