@@ -54,7 +54,7 @@ def speed_worker(args: argparse.Namespace) -> dict[str, Any]:
 
     from cnnexp.data.pipeline import build_augmenter
     from cnnexp.models.cnn import build_model
-    from cnnexp.training.budget import INFERENCE_SPEEDUP, time_steps
+    from cnnexp.training.budget import time_steps, validation_seconds
     from cnnexp.training.train import compile_model, dtype_policy
 
     cfg, split = _split_and_config(args.dataset, json.loads(args.overrides), args.seed, args.train_subset)
@@ -64,7 +64,7 @@ def speed_worker(args: argparse.Namespace) -> dict[str, Any]:
     steps = math.ceil(len(split.y_train) / t.batch_size)
     compile_model(model, t, steps)
     step = time_steps(model, split.x_train, split.y_train, t.batch_size, build_augmenter(cfg.data.augment, 0), 40)
-    val = math.ceil(len(split.y_val) / t.batch_size) * step / INFERENCE_SPEEDUP
+    val = validation_seconds(len(split.y_val), t.batch_size, step)
     return {"step_s": step, "epoch_s": steps * step + val, "params": model.count_params()}
 
 

@@ -66,9 +66,14 @@ def plan_budget(
     """Times training steps of ``model`` (left as it was) and plans epochs into ``seconds - elapsed``."""
     step = time_steps(model, x_train, y_train, batch_size, augmenter)
     steps_per_epoch = math.ceil(len(y_train) / batch_size)
-    val = math.ceil(val_images / batch_size) * step / INFERENCE_SPEEDUP
+    val = validation_seconds(val_images, batch_size, step)
     epochs = max(1, int((seconds - elapsed) / (steps_per_epoch * step + val)))
     return BudgetPlan(seconds, step, val, steps_per_epoch, epochs, max(epochs + 1, math.ceil(epochs * EPOCH_HEADROOM)))
+
+
+def validation_seconds(val_images: int, batch_size: int, step_seconds: float) -> float:
+    """One validation pass, estimated from a training step: forward passes only."""
+    return math.ceil(val_images / batch_size) * step_seconds / INFERENCE_SPEEDUP
 
 
 def time_steps(
