@@ -74,7 +74,7 @@ def train_curve(space, params: dict[str, Any], overrides: dict[str, Any], split_
             seconds.append(time.perf_counter() - self.t)
 
     seconds: list[float] = []
-    _, history = fit(cfg, split_cache[key], [Clock()])
+    history = fit(cfg, split_cache[key], [Clock()]).history
     return {"val_accuracy": history["val_accuracy"], "epoch_s": seconds}
 
 
