@@ -124,6 +124,7 @@ def run_study(space: Path, pruner: str, n_trials: int, seed: int, root: Path) ->
                 "images": epochs * sizes.get(t.number, default_size),
                 "wall_s": (t.datetime_complete - t.datetime_start).total_seconds(),
                 "params": t.params,
+                "curve": [t.intermediate_values[step] for step in sorted(t.intermediate_values)],
             }
         )
     best, cum_images, cum_wall = None, 0.0, 0.0
@@ -186,6 +187,24 @@ def survived(unpruned: list[dict[str, Any]], pruned: list[dict[str, Any]], targe
     near = {key(t) for t in done if t["value"] >= target}
     kept = {key(t) for t in pruned if t["state"] == "COMPLETE"}
     return {"winner": key(winner) in kept, "within_tolerance": bool(near & kept), "candidates": len(near)}
+
+
+def rank_correlations(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Spearman's rho between each epoch's score and the final score over the unpruned studies' trials
+    (every trial reports every epoch there): per round, and over all rounds' configurations pooled."""
+    from benchmarks.rank_correlation import spearman
+
+    per_round = [[t for t in r["studies"]["unpruned"]["trials"] if t["value"] is not None] for r in rounds]
+    epochs = min((len(t["curve"]) for done in per_round for t in done), default=0)
+    rows = []
+    for epoch in range(1, epochs):
+        row: dict[str, Any] = {"rung_epoch": epoch}
+        for i, done in enumerate([*per_round, [t for d in per_round for t in d]]):
+            rho = spearman([t["curve"][epoch - 1] for t in done], [t["value"] for t in done])
+            row["pooled" if i == len(per_round) else f"round {i + 1}"] = rho
+        row["configurations"] = sum(len(d) for d in per_round)
+        rows.append(row)
+    return rows
 
 
 def _med(values: list[float | None]) -> float | str:
@@ -316,7 +335,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nSearch efficiency, medians of {settings['repeats']} round(s): {settings}\n")
     print(table(study_rows, study_cols) + "\n")
     print(table([_ratio_cells(r) for r in ratio_rows], list(_ratio_cells(ratio_rows[0]))))
-    write_result(args.out, NAME, {"settings": settings, "studies": study_rows, "ratios": ratio_rows, "rounds": rounds})
+    ranks = rank_correlations(rounds)
+    if ranks:
+        print("\nRank correlation in the unpruned studies (Spearman, epoch score vs final score):\n")
+        print(table(ranks, list(ranks[0])))
+    write_result(
+        args.out,
+        NAME,
+        {
+            "settings": settings,
+            "studies": study_rows,
+            "ratios": ratio_rows,
+            "rank_correlation": ranks,
+            "rounds": rounds,
+        },
+    )
     return 0
 
 

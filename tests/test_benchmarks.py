@@ -30,6 +30,7 @@ def _all_positive(summary: dict, sides: set[str], metrics: set[str]) -> None:
             assert spread["n"] == 1 and spread["median"] > 0 and spread["min"] <= spread["max"], (side, metric)
 
 
+@pytest.mark.slow  # the suite's 15 minutes; .ci/run runs it
 def test_tracking_overhead_smoke(tmp_path, monkeypatch):
     cwd = tmp_path / "cwd"
     cwd.mkdir()

@@ -11,6 +11,7 @@ import pytest
 from benchmarks import search_efficiency
 
 
+@pytest.mark.slow  # the suite's 15 minutes; .ci/run runs it
 def test_search_efficiency_smoke(tracking, tmp_path, capsys, monkeypatch):
     # The study report's five plots cost seconds per study and are tested in test_tune; here they measure nothing.
     monkeypatch.setattr("cnnexp.tuning.tune.log_report", lambda parent_id, study: [])
@@ -41,6 +42,8 @@ def test_search_efficiency_smoke(tracking, tmp_path, capsys, monkeypatch):
                                  for t in pruned["trials"])  # fmt: skip
     assert round_["survival"]["unpruned"]["winner"] is True  # a study always keeps its own winner
     assert unpruned["summary"]["pruned"] == 0 and all(t["epochs"] == 2 for t in unpruned["trials"])
+    assert all(len(t["curve"]) == t["epochs"] for t in unpruned["trials"] + pruned["trials"])
+    assert [r["rung_epoch"] for r in result["rank_correlation"]] == [1]  # 2 epochs: one rung before the end
     assert pruned["summary"]["images"] <= unpruned["summary"]["images"]
 
     # The target: the unpruned best minus half a point, which the unpruned study reaches by definition.
@@ -156,3 +159,23 @@ def test_rank_correlation_reads_in_trial_rungs_from_the_history_and_budgeted_run
     (row,) = correlate(runs, "linear", [2])
     assert row["spearman"] == pytest.approx(0.5) and row["cost_s"] == 6.0  # best scores 0.3, 0.2, 0.5
     assert correlate([{"final": curve(0.5, 0.5)}] * 3, "wsd", [1])[0]["spearman"] is None  # constant: undefined
+
+
+def test_rank_correlations_read_the_unpruned_trials_curves():
+    def trial(curve, value=None):
+        return {"curve": curve, "value": max(curve) if value is None else value}
+
+    # Epoch 1 ranks the trials as their finals do in round 1 and backwards in round 2; epoch 2 always does.
+    one = [trial([0.1, 0.2, 0.5]), trial([0.2, 0.3, 0.6]), trial([0.3, 0.4, 0.7])]
+    two = [
+        trial([0.3, 0.2, 0.5]),
+        trial([0.2, 0.3, 0.6]),
+        trial([0.1, 0.4, 0.7]),
+        {"curve": [0.1], "value": None},
+    ]
+    rounds = [{"studies": {"unpruned": {"trials": t}}} for t in (one, two)]
+    rows = search_efficiency.rank_correlations(rounds)
+    assert [r["rung_epoch"] for r in rows] == [1, 2]  # the final epoch is no rung; a pruned curve is skipped
+    assert (rows[0]["round 1"], rows[0]["round 2"]) == (pytest.approx(1.0), pytest.approx(-1.0))
+    assert rows[1]["round 1"] == rows[1]["round 2"] == pytest.approx(1.0) and rows[1]["configurations"] == 6
+    assert -1.0 < rows[0]["pooled"] < 1.0

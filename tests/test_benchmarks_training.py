@@ -7,6 +7,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import keras
+import pytest
 
 from benchmarks import compute, fused_batch_norm, recipe_ablation, time_to_accuracy
 
@@ -50,6 +51,7 @@ def test_time_to_accuracy_budgeted_smoke(tmp_path):
     assert 0.0 < run["final"]["test_accuracy"] <= 1.0
 
 
+@pytest.mark.slow  # the suite's 15 minutes; .ci/run runs it
 def test_recipe_ablation_smoke(tmp_path):
     recipe_ablation.main(
         [
@@ -96,6 +98,7 @@ def test_forward_flops_counts_conv_and_dense_multiply_adds():
     assert compute.forward_flops(model) == 2 * 3 * 3 * 3 * 4 * 8 * 8 + 2 * 8 * 8 * 4 * 5
 
 
+@pytest.mark.slow  # the suite's 15 minutes; .ci/run runs it
 def test_compute_smoke(tmp_path, monkeypatch):
     monkeypatch.chdir(Path(__file__).resolve().parent.parent)  # workers run `-m benchmarks.compute`
     compute.main(["--smoke", "--repeats", "1", "--out", str(tmp_path)])

@@ -49,6 +49,7 @@ def _train(folder, *extra) -> str:
     return runs[0].info.run_id
 
 
+@pytest.mark.slow  # the suite's 15 minutes; .ci/run runs it
 def test_train_tune_promote_serve_report_reproduce(tracking, folder, tmp_path, capsys):
     run_id = _train(folder, "--set", "data.image_size=16x16")
     logged = mlflow.artifacts.load_text(f"runs:/{run_id}/config.yaml")

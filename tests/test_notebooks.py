@@ -55,6 +55,7 @@ def test_notebooks_are_committed_without_outputs():
         assert "parameters" in code[0].metadata.get("tags", []), path.name
 
 
+@pytest.mark.slow  # the suite's 15 minutes; .ci/run runs it
 def test_exploration_notebook(tracking, tmp_path, monkeypatch):
     nb = _execute("01_exploration.ipynb", tmp_path, monkeypatch)
     assert "logged to MLflow run" in _text(nb)
@@ -67,6 +68,7 @@ def test_exploration_notebook(tracking, tmp_path, monkeypatch):
     assert images == 4
 
 
+@pytest.mark.slow  # the suite's 15 minutes; .ci/run runs it
 def test_training_evaluation_notebook(tracking, tmp_path, monkeypatch):
     nb = _execute("02_training_evaluation.ipynb", tmp_path, monkeypatch)
     text = _text(nb)
@@ -75,11 +77,13 @@ def test_training_evaluation_notebook(tracking, tmp_path, monkeypatch):
     assert len(reports) == 1
 
 
+@pytest.mark.slow  # the suite's 15 minutes; .ci/run runs it
 def test_tuning_notebook(tracking, tmp_path, monkeypatch):
     _execute("03_tuning.ipynb", tmp_path, monkeypatch)
     assert (tmp_path / "reports" / "notebook-digits" / "report.md").is_file()
 
 
+@pytest.mark.slow  # the suite's 15 minutes; .ci/run runs it
 def test_serving_notebook(tracking, tmp_path, monkeypatch):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

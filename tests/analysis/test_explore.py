@@ -40,6 +40,7 @@ def test_explore_bad_dataset_is_named(tracking, tmp_path, capsys):
     assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
 
 
+@pytest.mark.slow  # the suite's 15 minutes; .ci/run runs it
 def test_mlflow_run_explore_entry_point(tracking, tmp_path):
     """`mlflow run . -e explore --env-manager local`: the exploration lands in the run MLflow created."""
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])

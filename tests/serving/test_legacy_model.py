@@ -39,6 +39,7 @@ def test_loads_in_a_process_that_imported_the_new_cnnexp(legacy_model):
     assert out["class_index"].tolist() == probs.argmax(axis=1).tolist()
 
 
+@pytest.mark.slow  # the suite's 15 minutes; .ci/run runs it
 def test_mlflow_models_serve_predicts_with_it(legacy_model, tmp_path):
     path, x, probs = legacy_model
     port = free_port()

@@ -107,10 +107,15 @@ def _statuses(study_name: str) -> list[str]:
             {"train.optimizer": {"type": "categorical", "choices": ["adam", "adamw", "sgd"]}},
             "choices were ['adam', 'sgd'], now ['adam', 'adamw', 'sgd']",
         ),
-        ({"model.filters": {"type": "int", "low": 4, "high": 8}}, "sampled it as categorical, this space makes it int"),
-        (
+        pytest.param(  # the three differ only in the message: two run in .ci/run's slow step
+            {"model.filters": {"type": "int", "low": 4, "high": 8}},
+            "sampled it as categorical, this space makes it int",
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(
             {"train.learning_rate": {"type": "float", "low": 3e-3, "high": 1e-2, "log": True}},
             "range [0.002, 0.01] narrowed to [0.003, 0.01]",
+            marks=pytest.mark.slow,
         ),
     ],
     ids=["choices", "type", "narrowed"],
@@ -228,6 +233,7 @@ def test_a_second_ctrl_c_inside_the_runs_end_still_ends_it(tracking):
 # ------------------------------------------------------------------ 5. parallel workers
 
 
+@pytest.mark.slow  # the suite's 15 minutes; .ci/run runs it
 def test_the_parent_stays_running_while_another_worker_works(tracking, tmp_path, fake_train):
     space = write_space(tmp_path)
     tune(_opts(space, "par", tmp_path, 1))
@@ -343,6 +349,7 @@ def test_report_never_writes_a_storage_and_checks_it_is_the_recorded_study(track
     assert "loaded from its Optuna storage" in (tmp_path / "r3" / "report.md").read_text()
 
 
+@pytest.mark.slow  # the suite's 15 minutes; .ci/run runs it
 def test_a_minimised_study_rebuilt_from_its_record_names_the_lowest_loss_best(tracking, tmp_path, fake_train):
     space = write_space(tmp_path, objective="val_loss")
     result = tune(_opts(space, "loss", tmp_path, 4))

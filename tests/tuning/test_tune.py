@@ -162,8 +162,12 @@ def test_a_pruned_trials_run_says_at_which_rung_with_what_score_against_what_thr
     # successive halving stops trial 1 at its first rung (epoch 2), below trial 0's value there.
     params = {"train.learning_rate": {"type": "categorical", "choices": [1e-2, 1e-7]}}
     # Pooling before BN validates at chance for the first epochs of so short a run (tests/conftest.py).
-    fixed = {**TINY_SPACE["fixed"], "train.lr_schedule": "wsd", "train.warmup_epochs": 0.5,
-             "model.block_order": "conv_bn_pool"}
+    fixed = {
+        **TINY_SPACE["fixed"],
+        "train.lr_schedule": "wsd",
+        "train.warmup_epochs": 0.5,
+        "model.block_order": "conv_bn_pool",
+    }
     space = write_space(tmp_path, trials={"epochs": 3, "train_subset": 600}, fixed=fixed, params=params)
     opts = TuneOptions(str(space), "why", 2, storage=f"sqlite:///{tmp_path / 'o.db'}", sampler="random", seed=10)
     opts.pruner, opts.retrain_best = "sha", False
@@ -272,6 +276,7 @@ def _cnnexp(*args: str, tmp_path: Path, tracking: str) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow  # the suite's 15 minutes; .ci/run runs it
 def test_two_workers_share_one_journal_study(tracking, tmp_path):
     space = write_space(tmp_path)
     # No pruner: whether the 4th trial meets the median pruner's 3 finished trials depends on the race.

@@ -1,6 +1,7 @@
 """A study on a real PostgreSQL server (a throwaway cluster on a loopback port), as for several machines."""
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 from test_tune import study_runs, write_space
 
@@ -8,6 +9,7 @@ from cnnexp.tracking import tags
 from cnnexp.tuning.tune import TuneOptions, tune
 
 
+@pytest.mark.slow  # the suite's 15 minutes; .ci/run runs it
 def test_study_on_postgres_resumes_under_one_parent(tracking, tmp_path, postgres_url):
     space = write_space(tmp_path)
     first = tune(TuneOptions(str(space), "pg", n_trials=1, storage=postgres_url, seed=1, retrain_best=False))
