@@ -191,18 +191,20 @@ def survived(unpruned: list[dict[str, Any]], pruned: list[dict[str, Any]], targe
 
 def rank_correlations(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Spearman's rho between each epoch's score and the final score over the unpruned studies' trials
-    (every trial reports every epoch there): per round, and over all rounds' configurations pooled."""
+    (every trial reports every epoch it runs there): per round, and over all rounds' configurations
+    pooled. A trial early stopping ended counts at the epochs it reached."""
     from benchmarks.rank_correlation import spearman
 
     per_round = [[t for t in r["studies"]["unpruned"]["trials"] if t["value"] is not None] for r in rounds]
-    epochs = min((len(t["curve"]) for done in per_round for t in done), default=0)
+    longest = max((len(t["curve"]) for done in per_round for t in done), default=0)
     rows = []
-    for epoch in range(1, epochs):
+    for epoch in range(1, longest):
+        reached = [[t for t in done if len(t["curve"]) >= epoch] for done in per_round]
         row: dict[str, Any] = {"rung_epoch": epoch}
-        for i, done in enumerate([*per_round, [t for d in per_round for t in d]]):
+        for i, done in enumerate([*reached, [t for d in reached for t in d]]):
             rho = spearman([t["curve"][epoch - 1] for t in done], [t["value"] for t in done])
-            row["pooled" if i == len(per_round) else f"round {i + 1}"] = rho
-        row["configurations"] = sum(len(d) for d in per_round)
+            row["pooled" if i == len(reached) else f"round {i + 1}"] = rho
+        row["configurations"] = sum(len(d) for d in reached)
         rows.append(row)
     return rows
 

@@ -175,7 +175,14 @@ def test_rank_correlations_read_the_unpruned_trials_curves():
     ]
     rounds = [{"studies": {"unpruned": {"trials": t}}} for t in (one, two)]
     rows = search_efficiency.rank_correlations(rounds)
-    assert [r["rung_epoch"] for r in rows] == [1, 2]  # the final epoch is no rung; a pruned curve is skipped
+    assert [r["rung_epoch"] for r in rows] == [1, 2]  # the final epoch is no rung; a pruned trial is no result
     assert (rows[0]["round 1"], rows[0]["round 2"]) == (pytest.approx(1.0), pytest.approx(-1.0))
     assert rows[1]["round 1"] == rows[1]["round 2"] == pytest.approx(1.0) and rows[1]["configurations"] == 6
     assert -1.0 < rows[0]["pooled"] < 1.0
+
+
+def test_an_early_stopped_trial_counts_at_the_epochs_it_reached():
+    full = [{"curve": [0.1 * i, 0.1 * i + 0.05, 0.1 * i + 0.1], "value": 0.1 * i + 0.1} for i in range(3)]
+    stopped = {"curve": [0.5], "value": 0.5}
+    rows = search_efficiency.rank_correlations([{"studies": {"unpruned": {"trials": [*full, stopped]}}}])
+    assert [(r["rung_epoch"], r["configurations"]) for r in rows] == [(1, 4), (2, 3)]
