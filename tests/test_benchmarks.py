@@ -43,6 +43,7 @@ def test_tracking_overhead_smoke(tmp_path, monkeypatch):
     assert list(cwd.iterdir()) == []  # the throwaway store lived in a temporary folder, not in ./mlruns
 
 
+@pytest.mark.slow  # the suite's 15 minutes; .ci/run runs it
 def test_input_pipeline_smoke(tmp_path):
     input_pipeline.main(["--smoke", "--repeats", "1", "--out", str(tmp_path)])
     data = _result(tmp_path, "input_pipeline")

@@ -126,6 +126,7 @@ def test_survival_matches_configurations_by_params():
     assert search_efficiency.survived(unpruned, lost_both, 0.895)["within_tolerance"] is False
 
 
+@pytest.mark.slow  # the suite's 15 minutes; .ci/run runs it
 def test_rank_correlation_smoke(tmp_path):
     from benchmarks import rank_correlation
 

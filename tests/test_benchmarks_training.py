@@ -70,12 +70,14 @@ def test_recipe_ablation_smoke(tmp_path):
     assert all(r["epochs"] >= 1 and 0 < r["test_accuracy"] <= 1 and r["epoch_s"] > 0 for r in rows.values())
 
 
+@pytest.mark.slow  # the suite's 15 minutes; .ci/run runs it
 def test_fused_batch_norm_smoke(tmp_path):
     fused_batch_norm.main(["--smoke", "--repeats", "1", "--out", str(tmp_path)])
     data = json.loads((tmp_path / "fused_batch_norm.json").read_text())
     assert set(data["median_step_ms"]) == {"keras batch norm", "fused batch norm"} and data["keras_over_fused"] > 0
 
 
+@pytest.mark.slow  # the suite's 15 minutes; .ci/run runs it
 def test_time_to_accuracy_smoke(tmp_path):
     time_to_accuracy.main(["--smoke", "--out", str(tmp_path)])
     data = json.loads((tmp_path / "time_to_accuracy.json").read_text())

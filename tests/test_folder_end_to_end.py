@@ -103,6 +103,7 @@ def test_train_tune_promote_serve_report_reproduce(tracking, folder, tmp_path, c
         assert again.data.metrics[name] == pytest.approx(source[name], abs=1e-6), name
 
 
+@pytest.mark.slow  # the suite's 15 minutes; .ci/run runs it
 def test_a_run_logged_with_the_tuple_tag_of_0_1_0_still_promotes_reports_and_reproduces(tracking, folder, tmp_path):
     run_id = _train(folder)
     cfg = build_config(yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{run_id}/config.yaml")))
@@ -116,6 +117,7 @@ def test_a_run_logged_with_the_tuple_tag_of_0_1_0_still_promotes_reports_and_rep
     assert main(["reproduce", run_id]) == 0
 
 
+@pytest.mark.slow  # the suite's 15 minutes; .ci/run runs it
 def test_a_broken_config_artifact_is_one_line_naming_run_and_artifact(tracking, folder, capsys):
     run_id = _train(folder)
     mlflow.MlflowClient().log_text(run_id, "data: [unclosed\n", "config.yaml")

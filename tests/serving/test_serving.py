@@ -129,6 +129,7 @@ def test_server_alive_after_bad_requests(scoring_server, champion_store):
     assert resp.status_code == 200 and resp.json()["predictions"][0]["class_index"] == champion_store["expected"][0]
 
 
+@pytest.mark.slow  # the suite's 15 minutes; .ci/run runs it
 def test_mlflow_models_predict_on_a_file(champion_store, champion_pyfunc, tmp_path):
     image = tmp_path / "digit.png"
     Image.fromarray(_digit(champion_store, 1)).resize((32, 32)).save(image)

@@ -19,7 +19,8 @@ def _api(url: str, path: str) -> dict:
     return resp.json()
 
 
-@pytest.mark.parametrize("kind", ["sqlite", pytest.param("journal", marks=pytest.mark.slow)])  # journal: .ci/run
+@pytest.mark.slow  # the suite's 15 minutes; .ci/run runs it
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
 def test_dashboard_lists_the_study_and_its_trials(tracking, tmp_path, kind):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'study.log'}"
     study, parent_id = tiny_study(storage, f"dash-{kind}")

@@ -139,6 +139,7 @@ class PruneTrialOne(optuna.pruners.BasePruner):
         return trial.number == 1
 
 
+@pytest.mark.slow  # the suite's 15 minutes; .ci/run runs it
 def test_pruned_trial_marked_in_optuna_and_mlflow(tracking, tmp_path):
     space = write_space(tmp_path)
     opts = TuneOptions(str(space), "prune", n_trials=2, storage=f"sqlite:///{tmp_path / 'o.db'}", seed=0)
