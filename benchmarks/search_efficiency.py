@@ -268,6 +268,31 @@ def _ratio_cells(row: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def record(out: Path, settings: dict[str, Any], studies: dict[str, list[dict[str, Any]]], space_src: Path) -> tuple:
+    """Compare the rounds whose studies have all finished, and write the JSON (rewritten after every study)."""
+    sides = list(studies)
+    rounds = []
+    for r in range(min(len(v) for v in studies.values())):
+        round_studies = {side: studies[side][r] for side in sides}
+        drawn = draw_configs(space_src, max(settings["trials"], settings["pruned_trials"]), settings["seed"] + r)
+        same = {
+            side: [t["params"] for t in sorted(st["trials"], key=lambda t: t["number"])] == drawn[: len(st["trials"])]
+            for side, st in round_studies.items()
+        }
+        rounds.append(
+            {"round": r + 1, "seed": settings["seed"] + r, "same_configs": same, **compare(round_studies)}
+            | {"studies": round_studies}
+        )
+    study_rows, ratio_rows = summarize(rounds, sides) if rounds else ([], [])
+    ranks = rank_correlations(rounds)
+    payload = {"settings": settings, "complete_rounds": len(rounds), "studies": study_rows, "ratios": ratio_rows}
+    payload |= {"rank_correlation": ranks, "rounds": rounds}
+    payload["unfinished_round"] = {side: done[len(rounds) :] for side, done in studies.items() if done[len(rounds) :]}
+    if rounds:
+        write_result(out, NAME, payload)
+    return rounds, study_rows, ratio_rows, ranks
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before cnnexp imports TensorFlow
     args = build_parser().parse_args(argv)
@@ -306,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                 r = next(rounds)
                 study = run_study(space, pruner, n_trials, args.seed + r, Path(tmp) / f"{side}-r{r + 1}")
                 studies[side].append(study)
+                record(args.out, settings, studies, space_src)  # a run stopped later keeps its whole rounds
                 return study["summary"]
 
             return run
@@ -314,44 +340,15 @@ def main(argv: list[str] | None = None) -> int:
         runners.update({f"pruned-{p}": side_runner(f"pruned-{p}", p, settings["pruned_trials"]) for p in args.pruner})
         interleave(runners, settings["repeats"])
 
-    rounds = []
-    for r in range(settings["repeats"]):
-        round_studies = {side: studies[side][r] for side in sides}
-        drawn = draw_configs(space_src, max(trials, settings["pruned_trials"]), args.seed + r)
-        same = {
-            side: [t["params"] for t in sorted(st["trials"], key=lambda t: t["number"])] == drawn[: len(st["trials"])]
-            for side, st in round_studies.items()
-        }
-        rounds.append(
-            {
-                "round": r + 1,
-                "seed": args.seed + r,
-                "same_configs": same,
-                **compare(round_studies),
-                "studies": round_studies,
-            }
-        )
-    study_rows, ratio_rows = summarize(rounds, sides)
+    rounds, study_rows, ratio_rows, ranks = record(args.out, settings, studies, space_src)
     study_cols = ["study", "trials", "complete", "pruned", "failed", "best_val_accuracy", "images", "wall_s"]
     study_cols += ["images_to_target", "wall_s_to_target", "reached"]
-    print(f"\nSearch efficiency, medians of {settings['repeats']} round(s): {settings}\n")
+    print(f"\nSearch efficiency, medians of {len(rounds)} round(s): {settings}\n")
     print(table(study_rows, study_cols) + "\n")
     print(table([_ratio_cells(r) for r in ratio_rows], list(_ratio_cells(ratio_rows[0]))))
-    ranks = rank_correlations(rounds)
     if ranks:
         print("\nRank correlation in the unpruned studies (Spearman, epoch score vs final score):\n")
         print(table(ranks, list(ranks[0])))
-    write_result(
-        args.out,
-        NAME,
-        {
-            "settings": settings,
-            "studies": study_rows,
-            "ratios": ratio_rows,
-            "rank_correlation": ranks,
-            "rounds": rounds,
-        },
-    )
     return 0
 
 

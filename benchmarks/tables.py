@@ -188,6 +188,56 @@ def search_efficiency_brief(files: list[dict[str, Any]]) -> str:
 
 
 @renderer
+def search_efficiency_ratios(files: list[dict[str, Any]]) -> str:
+    """Per pruned study: the compute ratio to the unpruned best's target, median [min-max] over rounds."""
+    data = files[0]
+
+    def cell(spread: dict[str, float] | None) -> str:
+        return "n/a" if spread is None else f"{spread['median']:.2f} [{spread['min']:.2f}-{spread['max']:.2f}]"
+
+    out = []
+    for r in data["ratios"]:
+        short = "" if r["max_shortfall"] is None else f" (short by {100 * r['max_shortfall']:.1f} point)"
+        met = " / ".join("yes" if r[f"{k}_meets_target"] else "no" for k in ("images", "wall"))
+        row = [r["study"].removeprefix("pruned-"), f"{r['reached']}/{r['rounds']}{short}"]
+        out.append([*row, f"{r['survived']}/{r['rounds']}", cell(r["images_ratio"]), cell(r["wall_ratio"]), met])
+    headers = ["pruner", "rounds reaching the target", "rounds the winner (or one within 0.5) survived"]
+    return md([*headers, "images ratio", "wall ratio", ">= 3x (images / wall)"], out)
+
+
+@renderer
+def rank_correlation_unpruned(files: list[dict[str, Any]]) -> str:
+    """Spearman's rho of each epoch's score against the final one, over the unpruned studies' trials."""
+    rows = files[0]["rank_correlation"]
+    rounds = [k for k in rows[0] if k.startswith("round ")]
+    # The rungs the pruned studies really cut at: the epochs their pruned trials ran.
+    sha = {
+        t["epochs"]
+        for rnd in files[0]["rounds"]
+        for side, study in rnd["studies"].items()
+        if side != "unpruned"
+        for t in study["trials"]
+        if t["state"] == "PRUNED"
+    }
+
+    def rho(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.2f}"
+
+    out = []
+    for r in rows:
+        epoch = f"{r['rung_epoch']}" + (" (a rung)" if r["rung_epoch"] in sha else "")
+        out.append(
+            [
+                epoch,
+                r["configurations"],
+                bold(rho(r["pooled"]), r["rung_epoch"] in sha),
+                *map(rho, (r[k] for k in rounds)),
+            ]
+        )
+    return md(["epoch", "configurations", "rho, pooled", *(f"rho, {k}" for k in rounds)], out)
+
+
+@renderer
 def parallel_workers(files: list[dict[str, Any]]) -> str:
     """Per sampler: median [min-max] over rounds of near-duplicate pairs, all and among concurrent trials."""
     import statistics

@@ -20,6 +20,7 @@ def test_search_efficiency_smoke(tracking, tmp_path, capsys, monkeypatch):
     result = json.loads((out / "search_efficiency.json").read_text())
     assert result["benchmark"] == "search_efficiency" and result["settings"]["smoke"]
     assert {"machine", "settings", "studies", "ratios", "rounds"} <= result.keys()
+    assert result["complete_rounds"] == 1 and result["unfinished_round"] == {}  # rewritten after every study
 
     (round_,) = result["rounds"]
     unpruned, pruned = round_["studies"]["unpruned"], round_["studies"]["pruned-sha"]
