@@ -8,6 +8,7 @@ figures, so a JSON file is the only place a figure lives.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -125,6 +126,9 @@ def tracking_overhead(files: list[dict[str, Any]]) -> str:
 # Section 5: search efficiency and the 60-minute tune -------------------------------------------
 
 
+PRUNER_NAMES = {"sha": "successive halving", "hyperband": "Hyperband", "median": "median"}
+
+
 def _target(rnd: dict[str, Any], tolerance: float) -> float:
     return rnd["studies"]["unpruned"]["summary"]["best_val_accuracy"] - tolerance
 
@@ -132,7 +136,7 @@ def _target(rnd: dict[str, Any], tolerance: float) -> float:
 def _reach(got: dict[str, Any] | None, short: float | None = None) -> str:
     if got is None:
         return "never" + ("" if short is None else f" (short by {100 * short:.1f} point)")
-    where = f"trial {got['trial']}" if "trial" in got else f"after {got['trials']} trials"
+    where = f"trial {got['trial']}" if "trial" in got else f"after {got['trials']} trial{'s' * (got['trials'] != 1)}"
     return f"{n(got['images'])} ({where})"
 
 
@@ -153,7 +157,7 @@ def search_efficiency(files: list[dict[str, Any]]) -> str:
         target = _target(rnd, tol)
         for side, study in rnd["studies"].items():
             s = study["summary"]
-            label = "unpruned" if side == "unpruned" else side.removeprefix("pruned-").capitalize()
+            label = "unpruned" if side == "unpruned" else PRUNER_NAMES[side.removeprefix("pruned-")]
             reach = rnd["to_target"][side]
             short = None if reach else target - s["best_val_accuracy"]
             ratio = "-" if side == "unpruned" else _ratios(rnd["ratios"][side])
@@ -195,14 +199,20 @@ def search_efficiency_ratios(files: list[dict[str, Any]]) -> str:
     def cell(spread: dict[str, float] | None) -> str:
         return "n/a" if spread is None else f"{spread['median']:.2f} [{spread['min']:.2f}-{spread['max']:.2f}]"
 
+    def whole(side: str, key: str) -> str:  # the whole study's compute, unpruned over pruned
+        ratios = [r["studies"]["unpruned"]["summary"][key] / r["studies"][side]["summary"][key] for r in data["rounds"]]
+        return f"{statistics.median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}]"
+
     out = []
     for r in data["ratios"]:
         short = "" if r["max_shortfall"] is None else f" (short by {100 * r['max_shortfall']:.1f} point)"
         met = " / ".join("yes" if r[f"{k}_meets_target"] else "no" for k in ("images", "wall"))
-        row = [r["study"].removeprefix("pruned-"), f"{r['reached']}/{r['rounds']}{short}"]
-        out.append([*row, f"{r['survived']}/{r['rounds']}", cell(r["images_ratio"]), cell(r["wall_ratio"]), met])
+        row = [PRUNER_NAMES[r["study"].removeprefix("pruned-")], f"{r['reached']}/{r['rounds']}{short}"]
+        row += [f"{r['survived']}/{r['rounds']}", cell(r["images_ratio"]), cell(r["wall_ratio"]), met]
+        out.append([*row, whole(r["study"], "images"), whole(r["study"], "wall_s")])
     headers = ["pruner", "rounds reaching the target", "rounds the winner (or one within 0.5) survived"]
-    return md([*headers, "images ratio", "wall ratio", ">= 3x (images / wall)"], out)
+    headers += ["images ratio to target", "wall ratio to target", ">= 3x (images / wall)"]
+    return md([*headers, "whole study: images ratio", "whole study: wall ratio"], out)
 
 
 @renderer
@@ -240,7 +250,6 @@ def rank_correlation_unpruned(files: list[dict[str, Any]]) -> str:
 @renderer
 def parallel_workers(files: list[dict[str, Any]]) -> str:
     """Per sampler: median [min-max] over rounds of near-duplicate pairs, all and among concurrent trials."""
-    import statistics
 
     def cell(values: list[float], fmt: str = "g") -> str:
         return f"{statistics.median(values):{fmt}} [{min(values):{fmt}}-{max(values):{fmt}}]"
