@@ -201,7 +201,7 @@ def search_efficiency_ratios(files: list[dict[str, Any]]) -> str:
 
     def whole(side: str, key: str) -> str:  # the whole study's compute, unpruned over pruned
         ratios = [r["studies"]["unpruned"]["summary"][key] / r["studies"][side]["summary"][key] for r in data["rounds"]]
-        return f"{statistics.median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}]"
+        return cell({"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)})
 
     out = []
     for r in data["ratios"]:
