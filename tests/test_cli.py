@@ -172,7 +172,8 @@ def test_bad_option_values_are_refused_when_parsed(argv, message, capsys):
 
 def _cnnexp(args: list[str], tracking: str, cwd: Path, **popen) -> subprocess.Popen:
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking}
-    return subprocess.Popen([sys.executable, "-m", "cnnexp", *args], cwd=cwd, env=env, text=True, **popen)
+    # Unbuffered (-u): a test can read the epoch lines while the run goes on.
+    return subprocess.Popen([sys.executable, "-u", "-m", "cnnexp", *args], cwd=cwd, env=env, text=True, **popen)
 
 
 TINY_FLAGS = ["--dataset", "digits", "--set", "model.filters=8", "--set", "model.head_units=32"]
@@ -196,14 +197,7 @@ def test_sigterm_ends_a_training_run_killed(tracking, tmp_path):
     """`kill`, `timeout`, container platforms and job schedulers send SIGTERM: handled like Ctrl-C."""
     # More epochs than it can finish in any test run: it is always mid-training when terminated.
     args = ["train", *TINY_FLAGS, "--epochs", "100000", "--patience", "0", "--lr-schedule", "none"]
-    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "bufsize": 1}
-    proc = subprocess.Popen(
-        [sys.executable, "-u", "-m", "cnnexp", *args],
-        cwd=tmp_path,
-        text=True,
-        **popen,
-        env={**os.environ, "MLFLOW_TRACKING_URI": tracking},
-    )
+    proc = _cnnexp(args, tracking, tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1)
     seen = []
     for line in proc.stdout:  # until it is training: its third epoch has begun
         seen.append(line)
@@ -215,7 +209,3 @@ def test_sigterm_ends_a_training_run_killed(tracking, tmp_path):
     assert proc.returncode == 143 and out.strip().endswith("cnnexp: terminated (SIGTERM)"), out[-3000:]
     (run,) = mlflow.search_runs(experiment_names=["tests"], output_format="list")
     assert run.info.status == "KILLED" and run.data.tags[tags.FAILURE_REASON] == "interrupted (SIGTERM)"
-
-
-def _has_experiment() -> bool:
-    return mlflow.get_experiment_by_name("tests") is not None
