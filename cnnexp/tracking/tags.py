@@ -124,5 +124,6 @@ BEST_RUN_TRIAL_ATTR = "best_run_trial"  # study: which trial that run retrained
 TRIAL_RUN_ATTR = "mlflow_run_id"  # trial: its MLflow run
 WORKER_ATTR = "cnnexp.worker"  # trial: host:pid:start-time of the process running it
 FAIL_REASON_ATTR = "cnnexp.fail_reason"  # trial: the exception that failed it (Optuna 5 records none)
+REPORT_STEP_ATTR = "cnnexp.report_step"  # study: "epochs" = a trial reports epoch e (1-based) as step e
 WORKER_STATE_PREFIX = "cnnexp.worker."  # study: cnnexp.worker.<host:pid:start> = active | left | dead
 WORKER_ACTIVE, WORKER_LEFT, WORKER_DEAD = "active", "left", "dead"

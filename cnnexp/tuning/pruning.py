@@ -30,6 +30,13 @@ log = logging.getLogger(__name__)
 RUNG_KEY = "completed_rung_{}"  # Optuna's successive halving marks each rung a trial reached so
 
 
+def step_base(study: optuna.Study) -> int:
+    """The step a trial reports its first epoch as: 1 in the studies cnnexp marks (step = epochs trained,
+    so successive halving's first rung can come after epoch 1), 0 in studies created before issue 14,
+    which keep Keras's 0-based epoch index: mixing the two would compare scores one epoch apart."""
+    return 1 if study.user_attrs.get(tags.REPORT_STEP_ATTR) == "epochs" else 0
+
+
 def tag_active_run(trial: optuna.Trial, step: int) -> None:
     """Tag the active MLflow run (the trial's) with :func:`explain`; a failure here never fails the trial."""
     try:
@@ -41,7 +48,7 @@ def tag_active_run(trial: optuna.Trial, step: int) -> None:
 
 
 def explain(study: optuna.Study, trial: FrozenTrial, step: int) -> dict[str, str]:
-    """Tags for a trial its study's pruner has just stopped at ``step`` (Keras epoch ``step + 1``)."""
+    """Tags for a trial its study's pruner has just stopped at ``step`` (:func:`step_base` numbers epochs)."""
     pruner = study.pruner
     maximize = study.direction == StudyDirection.MAXIMIZE
     score, threshold, rule = trial.intermediate_values[step], None, type(pruner).__name__
@@ -60,7 +67,8 @@ def explain(study: optuna.Study, trial: FrozenTrial, step: int) -> dict[str, str
         rule = f"Hyperband bracket {bracket}, {rule}"
     elif isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner):
         threshold, rule = _rung_cut(study, pruner, trial)
-    out = {tags.PRUNED_AT: str(step + 1), tags.PRUNED_SCORE: f"{score:.6g}", tags.PRUNED_RULE: rule}
+    epochs = step + 1 - step_base(study)
+    out = {tags.PRUNED_AT: str(epochs), tags.PRUNED_SCORE: f"{score:.6g}", tags.PRUNED_RULE: rule}
     if threshold is not None and not math.isnan(threshold):
         out[tags.PRUNED_THRESHOLD] = f"{threshold:.6g}"
     return out

@@ -229,11 +229,12 @@ def make_sampler(name: str, seed: int | None, *, constant_liar: bool = True) -> 
 def first_cut_step(warmup_epochs: float) -> int:
     """The first step a pruner may judge a trial at: never inside its learning-rate warm-up.
 
-    Keras reports epoch e as step e - 1. The earliest judged epoch is the one in which the warm-up
-    ends (its score is taken after the warm-up), and never the first epoch, whose score is mostly noise
-    (Optuna's successive halving needs a step >= 1 anyway).
+    A trial reports the score after epoch e as step e (pruning.step_base). The earliest judged epoch is
+    the one in which the warm-up ends (its score is taken after the warm-up): epoch 1 for the default
+    half-epoch warm-up, where the rung ranks configurations as well as epoch 2 does and costs half as
+    much (docs/performance.md, section 5). Optuna's successive halving needs a step >= 1 anyway.
     """
-    return max(1, math.ceil(warmup_epochs) - 1)
+    return max(1, math.ceil(warmup_epochs))
 
 
 def make_pruner(name: str, max_epochs: int, warmup_epochs: float = 0.0) -> optuna.pruners.BasePruner:
@@ -262,12 +263,12 @@ def rung_epochs(name: str, max_epochs: int, warmup_epochs: float = 0.0) -> list[
     if name == "none":
         return []
     if name == "median":
-        return list(range(first + 1, max_epochs + 1))
+        return list(range(first, max_epochs + 1))
     steps, step = [], first
     while step <= max_epochs - 1:
         steps.append(step)
         step *= REDUCTION_FACTOR
-    return [s + 1 for s in steps]
+    return steps
 
 
 def create_or_load(
@@ -286,6 +287,7 @@ def create_or_load(
         study = optuna.create_study(
             study_name=name, storage=storage, direction=direction, sampler=sampler, pruner=pruner
         )
+        study.set_user_attr(tags.REPORT_STEP_ATTR, "epochs")  # pruning.step_base: how trials number epochs
         return study, True
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)

@@ -82,14 +82,15 @@ class _PruneBetweenEpochs(KerasPruningCallback):
     def __init__(self, trial: optuna.Trial, monitor: str) -> None:
         super().__init__(trial, monitor)
         self.pruned: optuna.TrialPruned | None = None
+        self.base = pruning.step_base(trial.study)  # Keras counts epochs from 0; the study may not
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         try:
-            super().on_epoch_end(epoch, logs)
+            super().on_epoch_end(epoch + self.base, logs)
         except optuna.TrialPruned as e:
             self.pruned = e
             self.model.stop_training = True
-            pruning.tag_active_run(self._trial, epoch)  # inside train()'s run: the trial's run
+            pruning.tag_active_run(self._trial, epoch + self.base)  # inside train()'s run: the trial's run
 
 
 def tune(opts: TuneOptions) -> TuneResult:

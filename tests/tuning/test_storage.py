@@ -48,7 +48,7 @@ def test_storage_urls(tmp_path):
 
 
 def test_only_one_creator_and_direction_is_checked(tmp_path):
-    storage = make_storage(f"sqlite:///{tmp_path / 'o.db'}")
+    storage = optuna.storages.InMemoryStorage()
     sampler, pruner = optuna.samplers.RandomSampler(0), optuna.pruners.NopPruner()
     _, created = create_or_load("s", storage, "maximize", sampler, pruner)
     _, again = create_or_load("s", storage, "maximize", sampler, pruner)
@@ -88,15 +88,15 @@ def test_dead_local_workers_trials_are_failed_on_rdb_storages_too(tmp_path):
 
 @pytest.mark.parametrize(
     "warmup, first_step, sha_rungs",
-    [(0.0, 1, [2, 4]), (0.5, 1, [2, 4]), (1.8, 1, [2, 4]), (3.0, 2, [3, 7]), (3.2, 3, [4])],
+    [(0.0, 1, [1, 3]), (0.5, 1, [1, 3]), (1.0, 1, [1, 3]), (1.8, 2, [2, 6]), (3.0, 3, [3]), (3.2, 4, [4])],
 )
 def test_the_first_cut_never_falls_inside_the_warm_up(warmup, first_step, sha_rungs):
-    # Keras reports epoch e as step e - 1: step s is judged after s + 1 epochs, all past the warm-up.
+    # A trial reports the score after epoch e as step e: step s is judged after s epochs, all past the warm-up.
     assert make_pruner("median", 9, warmup)._n_warmup_steps == first_step
     assert make_pruner("sha", 9, warmup)._min_resource == first_step
     assert make_pruner("hyperband", 9, warmup)._min_resource == first_step
     assert rung_epochs("sha", 9, warmup) == sha_rungs and min(sha_rungs) >= warmup
-    assert rung_epochs("median", 9, warmup) == list(range(first_step + 1, 10)) and rung_epochs("none", 9) == []
+    assert rung_epochs("median", 9, warmup) == list(range(first_step, 10)) and rung_epochs("none", 9) == []
 
 
 def test_successive_halving_stops_a_trial_behind_the_best_third_at_its_first_rung():
@@ -104,16 +104,31 @@ def test_successive_halving_stops_a_trial_behind_the_best_third_at_its_first_run
     decisions = []
     for value in (0.9, 0.8, 0.7, 0.95, 0.5, 0.92):
         trial = study.ask()
-        trial.report(value / 2, 0)  # epoch 1: before the first rung, never judged
-        assert not trial.should_prune()
-        trial.report(value, 1)  # epoch 2: the first rung
+        trial.report(value, 1)  # epoch 1, past the half-epoch warm-up: the first rung
         decisions.append(trial.should_prune())
-        if decisions[-1]:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        else:
-            study.tell(trial, value)
+        if not decisions[-1]:
+            trial.report(value, 2)  # epoch 2: between rungs, never judged
+            assert not trial.should_prune()
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED) if decisions[-1] else study.tell(trial, value)
     # Fewer than 6 at the rung: only a new best goes on; then the best third (2 of 6: 0.95 and 0.92).
     assert decisions == [False, True, True, False, True, False]
+
+
+def test_new_studies_number_epochs_from_1_and_older_studies_keep_counting_from_0():
+    from cnnexp.tracking import tags
+    from cnnexp.tuning.pruning import explain, step_base
+
+    storage = optuna.storages.InMemoryStorage()
+    sampler, pruner = make_sampler("random", 0), optuna.pruners.MedianPruner(0, 0)
+    new, created = create_or_load("new", storage, "maximize", sampler, pruner)
+    optuna.create_study(study_name="old", storage=storage, direction="maximize")  # as cnnexp <= issue 13 made it
+    old, loaded = create_or_load("old", storage, "maximize", sampler, pruner)
+    assert (created, loaded) == (True, False)
+    assert (step_base(new), step_base(old)) == (1, 0) and tags.REPORT_STEP_ATTR not in old.user_attrs
+    for study in (new, old):  # the score after the first epoch, at each study's own step for it
+        trial = study.ask()
+        trial.report(0.5, step_base(study))
+        assert explain(study, study._storage.get_trial(trial._trial_id), step_base(study))[tags.PRUNED_AT] == "1"
 
 
 def test_a_space_reports_its_longest_trial_warm_up():

@@ -160,7 +160,7 @@ def test_pruned_trial_marked_in_optuna_and_mlflow(tracking, tmp_path):
 def test_a_pruned_trials_run_says_at_which_rung_with_what_score_against_what_threshold(tracking, tmp_path, monkeypatch):
     monkeypatch.setattr("cnnexp.tuning.tune.log_report", lambda parent_id, study: [])  # plots: tested above
     # Random sampler, seed 10: trial 0 trains at 1e-2, trial 1 at 1e-7 (learns nothing in 3 epochs), so
-    # successive halving stops trial 1 at its first rung (epoch 2), below trial 0's value there.
+    # successive halving stops trial 1 at its first rung (epoch 1), below trial 0's value there.
     params = {"train.learning_rate": {"type": "categorical", "choices": [1e-2, 1e-7]}}
     # Pooling before BN validates at chance for the first epochs of so short a run (tests/conftest.py).
     fixed = {
@@ -178,7 +178,7 @@ def test_a_pruned_trials_run_says_at_which_rung_with_what_score_against_what_thr
     assert (good.state, bad.state) == (TrialState.COMPLETE, TrialState.PRUNED)
     runs = {int(r.data.tags[tags.TRIAL_NUMBER]): r for r in study_runs("why")["trial"]}
     pruned = runs[1].data.tags
-    assert pruned[tags.PRUNED_AT] == "2"  # the first rung: step 1, after the 0.5-epoch warm-up
+    assert pruned[tags.PRUNED_AT] == "1"  # the first rung: step 1 = epoch 1, after the 0.5-epoch warm-up
     assert float(pruned[tags.PRUNED_SCORE]) == pytest.approx(bad.intermediate_values[1], abs=1e-5)
     assert float(pruned[tags.PRUNED_THRESHOLD]) == pytest.approx(good.intermediate_values[1], abs=1e-5)
     assert "rung 0: not among the best 1 of 2 trials" in pruned[tags.PRUNED_RULE]
