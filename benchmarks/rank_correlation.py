@@ -102,6 +102,24 @@ def correlate(runs: list[dict[str, Any]], schedule: str, rungs: list[int]) -> li
     return rows
 
 
+def rank_correlations(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Spearman's rho between each epoch's score and the final score over the unpruned studies' trials
+    (every trial reports every epoch it runs there): per round, and over all rounds' configurations
+    pooled. A trial early stopping ended counts at the epochs it reached."""
+    per_round = [[t for t in r["studies"]["unpruned"]["trials"] if t["value"] is not None] for r in rounds]
+    longest = max((len(t["curve"]) for done in per_round for t in done), default=0)
+    rows = []
+    for epoch in range(1, longest):
+        reached = [[t for t in done if len(t["curve"]) >= epoch] for done in per_round]
+        row: dict[str, Any] = {"rung_epoch": epoch}
+        for i, done in enumerate([*reached, [t for d in reached for t in d]]):
+            rho = spearman([t["curve"][epoch - 1] for t in done], [t["value"] for t in done])
+            row["pooled" if i == len(reached) else f"round {i + 1}"] = rho
+        row["configurations"] = sum(len(d) for d in reached)
+        rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)

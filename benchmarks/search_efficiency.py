@@ -21,8 +21,10 @@ and in every round the unpruned winner, or a configuration within 0.5 point of i
 ``survival`` in each round). A pruned study that never reaches the target shows "n/a" and its shortfall.
 
 Fidelity: ``--trial-epochs`` and ``--train-subset`` rewrite the trials of a temporary copy of the space
-(the repository's YAML stays as it is). Keras reports epoch e as step e - 1. The studies of a round run
+(the repository's YAML stays as it is). A trial reports epoch e as step e. The studies of a round run
 alternately (order flipped every round); rounds use seeds seed, seed + 1, ...; medians over rounds.
+``--unpruned-from`` reuses earlier unpruned studies of the same seeds and settings (the long side of a
+round: 43 min of 27 trials on 2 cores) to measure another pruner against them.
 
     python -m benchmarks.search_efficiency                 # 27 configurations x 3 rounds: several hours on 2 cores
     python -m benchmarks.search_efficiency --smoke --out /tmp/bench
@@ -42,13 +44,14 @@ from typing import Any
 import yaml
 
 from benchmarks.common import Timer, draw_configs, interleave, parser, spread, table, throwaway_store, write_result
+from benchmarks.rank_correlation import rank_correlations
 
 ROOT = Path(__file__).resolve().parents[1]  # the default spaces are the repository's, whatever the cwd
 NAME = "search_efficiency"
 TOLERANCE = 0.005  # "within 0.5 point" of a val_accuracy in 0..1
 TARGET_RATIO = 3.0
 EXPERIMENT = "bench-search"
-# 9 epochs: successive halving's rungs after epochs 2 and 4 (make_pruner, factor 3). Issue 6 measured 3-6 s
+# 9 epochs: successive halving's rungs after epochs 1 and 3 (make_pruner, factor 3). Issue 6 measured 3-6 s
 # per epoch on 2,000 images on this 2-core machine: the unpruned study of 27 is then 12-24 min per round.
 DEFAULTS = {"space": "search_spaces/fashion_mnist.yaml", "trials": 27, "trial_epochs": 9, "train_subset": 2000}
 PRUNERS = ("sha", "hyperband", "median")
@@ -73,7 +76,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--schedule", default="wsd", help="train.lr_schedule of every trial (default wsd)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed of round 1; round r uses seed + r - 1")
+    p.add_argument(
+        "--unpruned-from",
+        nargs="+",
+        type=Path,
+        default=[],
+        help="earlier result JSONs whose unpruned studies of the same seeds and fidelity are reused",
+    )
     return p
+
+
+# What an unpruned study depends on: with these equal, a reused one is the study this run would train
+# (cnnexp's training is deterministic on a seed: benchmarks/pruner_replay.py checks it).
+SAME_STUDY = ("space", "trials", "trial_epochs", "train_subset", "sampler", "schedule")
+
+
+def reused_unpruned(paths: list[Path], settings: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """Unpruned studies by seed from earlier results, refused if they ran other settings."""
+    import json
+
+    found = {}
+    for path in paths:
+        doc = json.loads(path.read_text())
+        theirs = doc["settings"]
+        differ = [k for k in SAME_STUDY if Path(str(theirs.get(k))).name != Path(str(settings[k])).name]
+        if differ:
+            raise SystemExit(f"{path}: its unpruned studies ran other settings ({', '.join(differ)})")
+        for rnd in doc["rounds"]:
+            found[rnd["seed"]] = rnd["studies"]["unpruned"] | {
+                "reused_from": str(path),
+                "commit": doc["machine"].get("commit"),
+            }
+    return found
 
 
 def write_space(src: Path, dest: Path, epochs: int, subset: int, schedule: str | None = None) -> Path:
@@ -189,26 +223,6 @@ def survived(unpruned: list[dict[str, Any]], pruned: list[dict[str, Any]], targe
     return {"winner": key(winner) in kept, "within_tolerance": bool(near & kept), "candidates": len(near)}
 
 
-def rank_correlations(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Spearman's rho between each epoch's score and the final score over the unpruned studies' trials
-    (every trial reports every epoch it runs there): per round, and over all rounds' configurations
-    pooled. A trial early stopping ended counts at the epochs it reached."""
-    from benchmarks.rank_correlation import spearman
-
-    per_round = [[t for t in r["studies"]["unpruned"]["trials"] if t["value"] is not None] for r in rounds]
-    longest = max((len(t["curve"]) for done in per_round for t in done), default=0)
-    rows = []
-    for epoch in range(1, longest):
-        reached = [[t for t in done if len(t["curve"]) >= epoch] for done in per_round]
-        row: dict[str, Any] = {"rung_epoch": epoch}
-        for i, done in enumerate([*reached, [t for d in reached for t in d]]):
-            rho = spearman([t["curve"][epoch - 1] for t in done], [t["value"] for t in done])
-            row["pooled" if i == len(reached) else f"round {i + 1}"] = rho
-        row["configurations"] = sum(len(d) for d in reached)
-        rows.append(row)
-    return rows
-
-
 def _med(values: list[float | None]) -> float | str:
     known = [v for v in values if v is not None]
     return statistics.median(known) if known else "n/a"
@@ -312,7 +326,10 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": 1 if args.smoke else args.repeats,
         "tolerance": TOLERANCE,
         "smoke": args.smoke,
+        "first_epoch_step": 1,  # trials report epoch e as step e (pruning.step_base); before issue 14's round 2: 0
+        "unpruned_from": [str(p) for p in args.unpruned_from],
     }
+    reuse = reused_unpruned(args.unpruned_from, settings)
     from cnnexp.tuning.space import load_space
 
     sides = ["unpruned", *(f"pruned-{p}" for p in args.pruner)]
@@ -329,7 +346,11 @@ def main(argv: list[str] | None = None) -> int:
 
             def run() -> dict[str, float]:
                 r = next(rounds)
-                study = run_study(space, pruner, n_trials, args.seed + r, Path(tmp) / f"{side}-r{r + 1}")
+                seed = args.seed + r
+                if side == "unpruned" and seed in reuse:
+                    study = reuse[seed]
+                else:
+                    study = run_study(space, pruner, n_trials, seed, Path(tmp) / f"{side}-r{r + 1}")
                 studies[side].append(study)
                 record(args.out, settings, studies, space_src)  # a run stopped later keeps its whole rounds
                 return study["summary"]

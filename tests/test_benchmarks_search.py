@@ -8,7 +8,7 @@ import os
 import mlflow
 import pytest
 
-from benchmarks import search_efficiency
+from benchmarks import rank_correlation, search_efficiency
 
 
 @pytest.mark.slow  # the suite's 15 minutes; .ci/run runs it
@@ -58,6 +58,16 @@ def test_search_efficiency_smoke(tracking, tmp_path, capsys, monkeypatch):
     (summary,) = result["ratios"]
     assert summary["study"] == "pruned-sha" and summary["rounds"] == 1
     assert [row["study"] for row in result["studies"]] == ["unpruned", "pruned-sha"]
+
+    # --unpruned-from: the unpruned side is the first run's; only the pruned study trains again, and it
+    # repeats its curves exactly (seeded, deterministic training: what benchmarks/pruner_replay.py relies on).
+    first = out / "search_efficiency.json"
+    assert search_efficiency.main(["--smoke", "--out", str(tmp_path / "again"), "--unpruned-from", str(first)]) == 0
+    second = json.loads((tmp_path / "again" / "search_efficiency.json").read_text())
+    studies = second["rounds"][0]["studies"]
+    assert studies["unpruned"]["reused_from"] == str(first) and studies["unpruned"]["trials"] == unpruned["trials"]
+    assert [t["curve"] for t in studies["pruned-sha"]["trials"]] == [t["curve"] for t in pruned["trials"]]
+    assert second["settings"]["unpruned_from"] == [str(first)]
     assert "| pruned-sha |" in capsys.readouterr().out
 
     # The caller's MLflow store and working directory are untouched: the studies had stores of their own.
@@ -176,7 +186,7 @@ def test_rank_correlations_read_the_unpruned_trials_curves():
         {"curve": [0.1], "value": None},
     ]
     rounds = [{"studies": {"unpruned": {"trials": t}}} for t in (one, two)]
-    rows = search_efficiency.rank_correlations(rounds)
+    rows = rank_correlation.rank_correlations(rounds)
     assert [r["rung_epoch"] for r in rows] == [1, 2]  # the final epoch is no rung; a pruned trial is no result
     assert (rows[0]["round 1"], rows[0]["round 2"]) == (pytest.approx(1.0), pytest.approx(-1.0))
     assert rows[1]["round 1"] == rows[1]["round 2"] == pytest.approx(1.0) and rows[1]["configurations"] == 6
@@ -186,5 +196,19 @@ def test_rank_correlations_read_the_unpruned_trials_curves():
 def test_an_early_stopped_trial_counts_at_the_epochs_it_reached():
     full = [{"curve": [0.1 * i, 0.1 * i + 0.05, 0.1 * i + 0.1], "value": 0.1 * i + 0.1} for i in range(3)]
     stopped = {"curve": [0.5], "value": 0.5}
-    rows = search_efficiency.rank_correlations([{"studies": {"unpruned": {"trials": [*full, stopped]}}}])
+    rows = rank_correlation.rank_correlations([{"studies": {"unpruned": {"trials": [*full, stopped]}}}])
     assert [(r["rung_epoch"], r["configurations"]) for r in rows] == [(1, 4), (2, 3)]
+
+
+def test_unpruned_studies_of_other_settings_are_not_reused(tmp_path):
+    settings = {"space": "s/fashion_mnist.yaml", "trials": 27, "trial_epochs": 9, "train_subset": 2000}
+    settings |= {"sampler": "random", "schedule": "wsd"}
+    doc = {"settings": settings | {"trial_epochs": 6}, "machine": {"commit": "abc"}, "rounds": []}
+    (tmp_path / "old.json").write_text(json.dumps(doc))
+    with pytest.raises(SystemExit, match="other settings \\(trial_epochs\\)"):
+        search_efficiency.reused_unpruned([tmp_path / "old.json"], settings)
+    doc["settings"] = settings | {"space": "/elsewhere/fashion_mnist.yaml"}  # the same space file, another checkout
+    doc["rounds"] = [{"seed": 4, "studies": {"unpruned": {"trials": []}}}]
+    (tmp_path / "old.json").write_text(json.dumps(doc))
+    reused = search_efficiency.reused_unpruned([tmp_path / "old.json"], settings)
+    assert reused[4]["commit"] == "abc" and reused[4]["reused_from"] == str(tmp_path / "old.json")
