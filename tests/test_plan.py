@@ -7,8 +7,8 @@ from cnnexp.tuning import plan as plans
 
 def test_expected_epochs_under_each_pruner():
     assert plans.expected_epochs("none", 9, []) == 9
-    # Successive halving, rungs after epochs 2 and 4 of 9: all train 2, a third 2 more, a ninth 5 more.
-    assert plans.expected_epochs("sha", 9, [2, 4]) == pytest.approx(2 + 2 / 3 + 5 / 9)
+    # Successive halving, rungs after epochs 1 and 3 of 9: all train 1, a third 2 more, a ninth 6 more.
+    assert plans.expected_epochs("sha", 9, [1, 3]) == pytest.approx(1 + 2 / 3 + 6 / 9)
     assert plans.expected_epochs("median", 9, [2, 3, 4, 5, 6, 7, 8, 9]) == pytest.approx(2 + 0.5 * 7)
 
 
@@ -20,6 +20,17 @@ def test_a_60_minute_plan_splits_trials_retrain_and_reserve():
     per_trial = plans.expected_epochs("sha", 9, [2, 4]) * 60 / 9  # seconds a configuration costs on average
     assert p.n_trials == int(p.trials_s // per_trial)
     assert p.elapsed_s + p.trials_s + p.retrain_s + p.reserve_s == pytest.approx(3600)
+
+
+def test_a_trials_fixed_cost_is_paid_by_every_trial_however_early_it_is_stopped():
+    # First trial: 9 epochs of 2 s and 12 s besides. Proportionally a pruned trial would cost 2.33 x 30 / 9 s.
+    p = plans.plan_study(3600, 70, 30, 9, "sha", [1, 3], epoch_s=2.0)
+    assert (p.epoch_s, p.fixed_trial_s) == (2.0, pytest.approx(12.0))
+    assert p.n_trials == int(p.trials_s // (12 + plans.expected_epochs("sha", 9, [1, 3]) * 2))
+    proportional = plans.plan_study(3600, 70, 30, 9, "sha", [1, 3])
+    assert proportional.fixed_trial_s == 0 and proportional.n_trials > 1.5 * p.n_trials
+    # An epoch measured slower than the trial's average (a noisy clock) never makes the fixed cost negative.
+    assert plans.plan_study(3600, 70, 30, 9, "sha", [1, 3], epoch_s=5.0).fixed_trial_s == 0
 
 
 def test_the_space_caps_the_retrain_and_n_trials_caps_the_trials():

@@ -7,7 +7,9 @@ on the study's parent run: ``cnnexp.plan_*`` tags and ``plan.json`` (the plan, t
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
+import statistics
 import time
 from collections.abc import Callable
 
@@ -56,6 +58,7 @@ class Planner:
             rungs,
             retrain_cap_s=None if cap is None else cap * 60,
             max_trials=opts.n_trials,
+            epoch_s=_epoch_seconds(study.get_trials(deepcopy=False)[self.n_before :]),
         )
         print(plans.describe(self.plan), flush=True)
         self._record({"plan": self.plan.to_dict()})
@@ -100,3 +103,17 @@ class Planner:
         client = mlflow.MlflowClient()
         for key, value in run_tags.items():
             retry_locked(lambda k=key, v=value: client.set_tag(self.parent_id, k, v))
+
+
+def _epoch_seconds(timed: list[optuna.trial.FrozenTrial]) -> float | None:
+    """One epoch's seconds in the timed first trial: the median gap between its run's per-epoch
+    validation metrics, which leaves out the first epoch's tracing (None if it logged fewer than 2)."""
+    run_id = timed[0].user_attrs.get(tags.TRIAL_RUN_ATTR) if timed else None
+    if run_id is None:
+        return None
+    try:
+        stamps = sorted(m.timestamp for m in mlflow.MlflowClient().get_metric_history(run_id, "val_loss"))
+    except mlflow.exceptions.MlflowException:
+        return None
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    return statistics.median(gaps) / 1000 if gaps else None

@@ -5,10 +5,11 @@ is left of the M minutes into a reserve (the study's report, the retrain's test 
 model logging), the final retrain of the best configuration (a share of the rest, at most the
 space's ``retrain.time_budget_minutes``) and the trials: as many configurations as the trial time
 buys at the epochs each is expected to train under the pruner (successive halving keeps a third at
-each rung). The trials phase is then run with that count as its cap and its time as Optuna's
-timeout, so the study can overrun only by the trial running at the timeout; the retrain gets the
-time really left (:func:`retrain_seconds`), so an early or late trials phase moves the retrain, not
-the deadline.
+each rung), plus the fixed cost every trial pays however early it is stopped (its run, model, tracing:
+the first trial's time beyond its epochs). The trials phase is then run with that count as its cap
+and its time as Optuna's timeout, so the study can overrun only by the trial running at the timeout;
+the retrain gets the time really left (:func:`retrain_seconds`), so an early or late trials phase
+moves the retrain, not the deadline.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class Plan:
     pruner: str
     rungs: list[int] = field(default_factory=list)  # epochs after which the pruner may stop a trial
     epochs_per_trial: float = 0.0  # expected under the pruner
+    epoch_s: float = 0.0  # one epoch of a trial, from the first trial's later epochs
+    fixed_trial_s: float = 0.0  # what a trial costs beyond its epochs: run, data, model, tracing
     n_trials: int = 0  # configurations after the first one
     trials_s: float = 0.0
     retrain_s: float = 0.0
@@ -64,13 +67,20 @@ def plan_study(
     rungs: list[int],
     retrain_cap_s: float | None = None,
     max_trials: int = NO_CAP,
+    epoch_s: float | None = None,
 ) -> Plan:
-    """How many more configurations, and how long the retrain gets, to end by ``budget_s``."""
+    """How many more configurations, and how long the retrain gets, to end by ``budget_s``.
+
+    ``epoch_s``, one epoch's seconds measured in the first trial, splits its time into epochs and a fixed
+    cost; without it every second is counted as epochs (a pruned trial then looks cheaper than it is).
+    """
     reserve = max(RESERVE_MIN_S + first_trial_s, RESERVE_FRACTION * budget_s)
     left = max(0.0, budget_s - elapsed_s - reserve)
     retrain = RETRAIN_SHARE * left if retrain_cap_s is None else min(RETRAIN_SHARE * left, retrain_cap_s)
     trials_s = left - retrain
-    per_trial = expected_epochs(pruner, trial_epochs, rungs) * first_trial_s / trial_epochs
+    epoch_s = min(epoch_s or first_trial_s / trial_epochs, first_trial_s / trial_epochs)
+    fixed = first_trial_s - epoch_s * trial_epochs
+    per_trial = fixed + expected_epochs(pruner, trial_epochs, rungs) * epoch_s
     n = math.floor(trials_s / per_trial) if per_trial > 0 else 0
     n = max(0, min(n, max_trials - 1))
     return Plan(
@@ -81,6 +91,8 @@ def plan_study(
         pruner=pruner,
         rungs=list(rungs),
         epochs_per_trial=expected_epochs(pruner, trial_epochs, rungs),
+        epoch_s=epoch_s,
+        fixed_trial_s=fixed,
         n_trials=n,
         trials_s=trials_s,
         retrain_s=retrain,
@@ -101,7 +113,8 @@ def describe(plan: Plan) -> str:
             f"plan for a {plan.budget_s / 60:g}-minute study (first trial: {plan.first_trial_s:.0f}s for "
             f"{plan.trial_epochs} epochs; {plan.elapsed_s:.0f}s used so far):",
             f"  trials:  {plan.n_trials} more configuration(s) in {plan.trials_s / 60:.1f} min; pruner "
-            f"{plan.pruner}, may stop a trial after epoch(s) {rungs}; about {plan.epochs_per_trial:.1f} epochs each",
+            f"{plan.pruner}, may stop a trial after epoch(s) {rungs}; about {plan.epochs_per_trial:.1f} epochs each "
+            f"({plan.epoch_s:.1f}s an epoch, {plan.fixed_trial_s:.0f}s a trial besides)",
             f"  retrain: the best configuration on the full training data for up to {plan.retrain_s / 60:.1f} min",
             f"  reserve: {plan.reserve_s:.0f}s for the report, the test evaluation and the model",
         ]
