@@ -55,16 +55,18 @@ def make(kind: str, epochs: int) -> Any:
     return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
 
 
-def replay(curves: list[list[float]], order: list[int], kind: str, base: int) -> list[int]:
-    """Epochs each trial of ``order`` trains under the pruner (its full length if never stopped)."""
+def replay(
+    curves: list[list[float]], values: list[float], order: list[int], kind: str, base: int, name: str = "replay"
+) -> list[int]:
+    """Epochs each trial of ``order`` trains under the pruner (its full length if never stopped), as tune()
+    runs it: every epoch reported, every one but the last judged. ``name``: Hyperband's brackets hash it."""
     import optuna
 
     if kind == "oracle":
-        target = max(c[-1] for c in curves) - TOLERANCE
-        return [len(curves[i]) if curves[i][-1] >= target else 1 for i in order]
+        target = max(values) - TOLERANCE
+        return [len(curves[i]) if values[i] >= target else 1 for i in order]
     epochs = max(len(c) for c in curves)
-    # A fixed name: Hyperband assigns brackets by a hash of study name and trial number.
-    study = optuna.create_study(study_name="replay", direction="maximize", pruner=make(kind, epochs))
+    study = optuna.create_study(study_name=name, direction="maximize", pruner=make(kind, epochs))
     ran = []
     for i in order:
         trial, n = study.ask(), len(curves[i])
@@ -73,11 +75,10 @@ def replay(curves: list[list[float]], order: list[int], kind: str, base: int) ->
             if e < n and trial.should_prune():
                 n = e
                 break
-        study.tell(
-            trial,
-            curves[i][-1] if n == len(curves[i]) else None,
-            state=optuna.trial.TrialState.COMPLETE if n == len(curves[i]) else optuna.trial.TrialState.PRUNED,
-        )
+        if n == len(curves[i]):
+            study.tell(trial, values[i])
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         ran.append(n)
     return ran
 
@@ -135,23 +136,30 @@ def run(path: Path, orders: int, seed: int) -> dict[str, Any]:
     rows, checks = [], []
     for rnd in data["rounds"]:
         studies = rnd["studies"]
-        trials = sorted(studies["unpruned"]["trials"], key=lambda t: t["number"])
-        ran_pruned = {s: sorted(v["trials"], key=lambda t: t["number"]) for s, v in studies.items() if s != "unpruned"}
-        cost = costs(trials, ran_pruned.get("pruned-sha"))
-        curves = [t["curve"] for t in trials]
+        # A trial that failed has no curve to replay; both sides lose it alike.
+        trials = sorted((t for t in studies["unpruned"]["trials"] if t["value"] is not None), key=lambda t: t["number"])
+        ran_pruned = {s: {t["number"]: t for t in v["trials"]} for s, v in studies.items() if s != "unpruned"}
+        cost = costs(trials, list(ran_pruned.get("pruned-sha", {}).values()))
+        curves, values = [t["curve"] for t in trials], [t["value"] for t in trials]
         drawn = list(range(len(trials)))
         for design, (kind, base) in DESIGNS.items():
-            ran = replay(curves, drawn, kind, base)
             side = f"pruned-{kind}"
+            ran = replay(curves, values, drawn, kind, base, name=f"{side}-r{rnd['round']}")  # the study's own name
             if side in ran_pruned and base == data["settings"].get("first_epoch_step", 0):
-                measured = [t["epochs"] for t in ran_pruned[side]]
-                checks.append({"round": rnd["round"], "design": design, "reproduces_measured": measured == ran})
+                measured = ran_pruned[side]
+                same = all(
+                    (m := measured.get(t["number"])) is not None
+                    and m["epochs"] == e
+                    and (m["state"] == "COMPLETE") == (e == len(t["curve"]))
+                    for t, e in zip(trials, ran, strict=True)
+                )
+                checks.append({"round": rnd["round"], "design": design, "reproduces_measured": same})
             rng = random.Random(seed + rnd["round"])
             shuffled = [outcome(trials, drawn, ran, cost)]
             for _ in range(orders):
                 order = drawn[:]
                 rng.shuffle(order)
-                shuffled.append(outcome(trials, order, replay(curves, order, kind, base), cost))
+                shuffled.append(outcome(trials, order, replay(curves, values, order, kind, base), cost))
             rows.append(
                 {
                     "round": rnd["round"],

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import optuna
 import pytest
 
 from benchmarks import pruner_replay
+from cnnexp.tuning.storage import make_pruner
 
 
 def _curves(n: int = 12, epochs: int = 9) -> list[list[float]]:
@@ -17,24 +19,35 @@ def _curves(n: int = 12, epochs: int = 9) -> list[list[float]]:
     return curves
 
 
-def test_a_replay_stops_trials_where_a_live_study_with_the_same_pruner_does():
+def _through_tune_callback(study: optuna.Study, curve: list[float], monkeypatch) -> int:
+    """The epochs tune()'s own pruning callback lets a trial with this validation curve train."""
+    from cnnexp.tuning.tune import _PruneBetweenEpochs
+
+    monkeypatch.setattr("cnnexp.tuning.pruning.tag_active_run", lambda trial, step: None)  # no MLflow run here
+    trial = study.ask()
+    callback = _PruneBetweenEpochs(trial, "val_accuracy")
+    callback.set_params({"epochs": len(curve)})
+    callback.set_model(SimpleNamespace(stop_training=False))
+    for epoch, value in enumerate(curve):
+        callback.on_epoch_end(epoch, {"val_accuracy": value})
+        if callback.model.stop_training:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            return epoch + 1
+    study.tell(trial, curve[-1])
+    return len(curve)
+
+
+def test_a_replay_stops_trials_where_tunes_pruning_callback_does(monkeypatch):
     curves, order = _curves(), [3, 0, 7, 5, 11, 1, 9, 2, 4, 10, 6, 8]
-    live = optuna.create_study(direction="maximize", pruner=pruner_replay.make("sha", 9))
-    expected = []
-    for i in order:  # what tune() does: report epoch e as step e, stop when told
-        trial, ran = live.ask(), 9
-        for e, value in enumerate(curves[i], 1):
-            trial.report(value, e)
-            if e < 9 and trial.should_prune():
-                ran = e
-                break
-        pruned = optuna.trial.TrialState.PRUNED
-        live.tell(trial, curves[i][-1]) if ran == 9 else live.tell(trial, state=pruned)
-        expected.append(ran)
-    assert pruner_replay.replay(curves, order, "sha", 1) == expected
+    curves[7][-1] = 0.01  # a collapse in the last epoch: the result, never a reason to prune a finished trial
+    live = optuna.create_study(direction="maximize", pruner=make_pruner("sha", 9, warmup_epochs=0.5))
+    expected = [_through_tune_callback(live, curves[i], monkeypatch) for i in order]
+    values = [c[-1] for c in curves]
+    assert pruner_replay.replay(curves, values, order, "sha", 1) == expected
     assert set(expected) == {1, 3, 9}  # rungs after epochs 1 and 3
     assert expected[order.index(5)] == 1  # the late surge is lost: what rank correlation below 1 costs
-    oracle = pruner_replay.replay(curves, order, "oracle", 1)
+    assert expected[order.index(7)] == 9 and live.trials[order.index(7)].state.name == "COMPLETE"
+    oracle = pruner_replay.replay(curves, values, order, "oracle", 1)
     assert oracle == [9 if i == 5 else 1 for i in order]
 
 
@@ -55,8 +68,11 @@ def test_the_ratios_count_compute_until_the_target_and_for_the_whole_study():
 def test_the_replay_checks_itself_against_the_pruned_study_it_stands_for(tmp_path):
     curves = _curves()
     unpruned = [{"number": i, "value": c[-1], "curve": c, "wall_s": 10.0 + 9} for i, c in enumerate(curves)]
-    ran = pruner_replay.replay(curves, list(range(12)), "sha", 1)
-    pruned = [{"number": i, "epochs": e, "wall_s": 10.0 + e} for i, e in enumerate(ran)]
+    ran = pruner_replay.replay(curves, [c[-1] for c in curves], list(range(12)), "sha", 1)
+    pruned = [
+        {"number": i, "epochs": e, "wall_s": 10.0 + e, "state": "COMPLETE" if e == 9 else "PRUNED"}
+        for i, e in enumerate(ran)
+    ]
     doc = {"settings": {"first_epoch_step": 1},
            "rounds": [{"round": 1, "seed": 0, "studies": {"unpruned": {"trials": unpruned},
                                                           "pruned-sha": {"trials": pruned}}}]}  # fmt: skip
@@ -65,6 +81,6 @@ def test_the_replay_checks_itself_against_the_pruned_study_it_stands_for(tmp_pat
     assert result["checks"] == [{"round": 1, "design": "sha, rungs after epochs 1, 3", "reproduces_measured": True}]
     assert result["rows"][0]["fixed_cost_s"] == pytest.approx(10.0)  # fitted from the twins
     assert {r["design"] for r in result["pooled"]} == set(pruner_replay.DESIGNS)
-    pruned[0]["epochs"] = 3  # a study the replay does not reproduce is flagged, not trusted
+    pruned[0]["state"] = "PRUNED"  # a study the replay does not reproduce (here: a finished trial pruned) is flagged
     (tmp_path / "r.json").write_text(json.dumps(doc))
     assert pruner_replay.run(tmp_path / "r.json", orders=1, seed=0)["checks"][0]["reproduces_measured"] is False

@@ -31,6 +31,8 @@ def test_a_trials_fixed_cost_is_paid_by_every_trial_however_early_it_is_stopped(
     assert proportional.fixed_trial_s == 0 and proportional.n_trials > 1.5 * p.n_trials
     # An epoch measured slower than the trial's average (a noisy clock) never makes the fixed cost negative.
     assert plans.plan_study(3600, 70, 30, 9, "sha", [1, 3], epoch_s=5.0).fixed_trial_s == 0
+    # A first trial that ran 4 epochs (early stopping): its fixed cost is what those 4 did not take.
+    assert plans.plan_study(3600, 70, 30, 9, "sha", [1, 3], epoch_s=2.0, first_epochs=4).fixed_trial_s == 22
 
 
 def test_the_space_caps_the_retrain_and_n_trials_caps_the_trials():

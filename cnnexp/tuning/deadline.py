@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 from cnnexp.tracking import tags
 from cnnexp.tracking.runs import retry_locked
 from cnnexp.tuning import plan as plans
+from cnnexp.tuning import pruning
 from cnnexp.tuning import storage as storages
 from cnnexp.tuning.space import SearchSpace
 
@@ -47,7 +48,9 @@ class Planner:
         first_s = time.monotonic() - first_start
         pruner = opts.pruner if isinstance(opts.pruner, str) else type(opts.pruner).__name__
         known = pruner in storages.PRUNERS  # a pruner object (tests, library users): no rungs to name
-        rungs = storages.rung_epochs(pruner, space.trial_epochs, space.trial_warmup_epochs()) if known else []
+        warmup, base = space.trial_warmup_epochs(), pruning.step_base(study)
+        rungs = storages.rung_epochs(pruner, space.trial_epochs, warmup, base) if known else []
+        epoch_s, first_epochs = _epoch_pace(study.get_trials(deepcopy=False)[self.n_before :])
         cap = space.retrain_time_budget_minutes
         self.plan = plans.plan_study(
             opts.time_budget_minutes * 60,
@@ -58,7 +61,8 @@ class Planner:
             rungs,
             retrain_cap_s=None if cap is None else cap * 60,
             max_trials=opts.n_trials,
-            epoch_s=_epoch_seconds(study.get_trials(deepcopy=False)[self.n_before :]),
+            epoch_s=epoch_s,
+            first_epochs=first_epochs,
         )
         print(plans.describe(self.plan), flush=True)
         self._record({"plan": self.plan.to_dict()})
@@ -105,15 +109,18 @@ class Planner:
             retry_locked(lambda k=key, v=value: client.set_tag(self.parent_id, k, v))
 
 
-def _epoch_seconds(timed: list[optuna.trial.FrozenTrial]) -> float | None:
-    """One epoch's seconds in the timed first trial: the median gap between its run's per-epoch
-    validation metrics, which leaves out the first epoch's tracing (None if it logged fewer than 2)."""
-    run_id = timed[0].user_attrs.get(tags.TRIAL_RUN_ATTR) if timed else None
-    if run_id is None:
-        return None
+def _epoch_pace(trials: list[optuna.trial.FrozenTrial]) -> tuple[float | None, int | None]:
+    """Seconds per epoch of this worker's timed trial, and the epochs it ran, from its run's per-epoch
+    validation loss: the median gap between them leaves out the first epoch's tracing. (None, None) if
+    the trial has no run or logged fewer than two epochs. Other workers' trials are not this one's clock."""
+    me = storages.worker_id()
+    mine = [t for t in trials if t.user_attrs.get(tags.WORKER_ATTR) == me and tags.TRIAL_RUN_ATTR in t.user_attrs]
+    if not mine:
+        return None, None
     try:
-        stamps = sorted(m.timestamp for m in mlflow.MlflowClient().get_metric_history(run_id, "val_loss"))
+        history = mlflow.MlflowClient().get_metric_history(mine[0].user_attrs[tags.TRIAL_RUN_ATTR], "val_loss")
     except mlflow.exceptions.MlflowException:
-        return None
+        return None, None
+    stamps = sorted(m.timestamp for m in history)
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
-    return statistics.median(gaps) / 1000 if gaps else None
+    return (statistics.median(gaps) / 1000, len(stamps)) if gaps else (None, None)

@@ -68,18 +68,21 @@ def plan_study(
     retrain_cap_s: float | None = None,
     max_trials: int = NO_CAP,
     epoch_s: float | None = None,
+    first_epochs: int | None = None,
 ) -> Plan:
     """How many more configurations, and how long the retrain gets, to end by ``budget_s``.
 
-    ``epoch_s``, one epoch's seconds measured in the first trial, splits its time into epochs and a fixed
-    cost; without it every second is counted as epochs (a pruned trial then looks cheaper than it is).
+    ``epoch_s``, one epoch's seconds measured in the first trial (which ran ``first_epochs``, default
+    all), splits its time into epochs and a fixed cost; without it every second is counted as epochs (a
+    pruned trial then looks cheaper than it is).
     """
     reserve = max(RESERVE_MIN_S + first_trial_s, RESERVE_FRACTION * budget_s)
     left = max(0.0, budget_s - elapsed_s - reserve)
     retrain = RETRAIN_SHARE * left if retrain_cap_s is None else min(RETRAIN_SHARE * left, retrain_cap_s)
     trials_s = left - retrain
-    epoch_s = min(epoch_s or first_trial_s / trial_epochs, first_trial_s / trial_epochs)
-    fixed = first_trial_s - epoch_s * trial_epochs
+    ran = first_epochs or trial_epochs
+    epoch_s = min(epoch_s or first_trial_s / ran, first_trial_s / ran)
+    fixed = first_trial_s - epoch_s * ran
     per_trial = fixed + expected_epochs(pruner, trial_epochs, rungs) * epoch_s
     n = math.floor(trials_s / per_trial) if per_trial > 0 else 0
     n = max(0, min(n, max_trials - 1))

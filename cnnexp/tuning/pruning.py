@@ -31,10 +31,14 @@ RUNG_KEY = "completed_rung_{}"  # Optuna's successive halving marks each rung a 
 
 
 def step_base(study: optuna.Study) -> int:
-    """The step a trial reports its first epoch as: 1 in the studies cnnexp marks (step = epochs trained,
-    so successive halving's first rung can come after epoch 1), 0 in studies created before issue 14,
-    which keep Keras's 0-based epoch index: mixing the two would compare scores one epoch apart."""
-    return 1 if study.user_attrs.get(tags.REPORT_STEP_ATTR) == "epochs" else 0
+    """The step a trial reports its first epoch as: 1 (step = epochs trained, so successive halving's
+    first rung can come after epoch 1) in the studies cnnexp creates, which it marks; 0 in a study that
+    an earlier release started, recognised by a score at step 0, which keeps Keras's 0-based epoch
+    index: mixing the two would compare scores one epoch apart at a rung."""
+    if study.user_attrs.get(tags.REPORT_STEP_ATTR) == "epochs":
+        return 1
+    started_0 = any(0 in t.intermediate_values for t in study.get_trials(deepcopy=False))
+    return 0 if started_0 else 1
 
 
 def tag_active_run(trial: optuna.Trial, step: int) -> None:

@@ -226,24 +226,27 @@ def make_sampler(name: str, seed: int | None, *, constant_liar: bool = True) -> 
     raise ConfigError(f"sampler {name!r} is not one of: {', '.join(SAMPLERS)}")
 
 
-def first_cut_step(warmup_epochs: float) -> int:
+def first_cut_step(warmup_epochs: float, base: int = 1) -> int:
     """The first step a pruner may judge a trial at: never inside its learning-rate warm-up.
 
-    A trial reports the score after epoch e as step e (pruning.step_base). The earliest judged epoch is
-    the one in which the warm-up ends (its score is taken after the warm-up): epoch 1 for the default
-    half-epoch warm-up, where the rung ranks configurations as well as epoch 2 does and costs half as
-    much (docs/performance.md, section 5). Optuna's successive halving needs a step >= 1 anyway.
+    A trial reports the score after epoch e as step e - 1 + ``base`` (pruning.step_base: 1 in the
+    studies cnnexp creates, 0 in older ones). The earliest judged epoch is the one in which the warm-up
+    ends (its score is taken after the warm-up): epoch 1 for the default half-epoch warm-up, where the
+    rung ranks configurations as well as epoch 2 does at half the cost (docs/performance.md, section 5).
+    Optuna's successive halving needs a step >= 1, so an older study's first cut is never before epoch 2.
     """
-    return max(1, math.ceil(warmup_epochs))
+    return max(1, math.ceil(warmup_epochs) - 1 + base)
 
 
-def make_pruner(name: str, max_epochs: int, warmup_epochs: float = 0.0) -> optuna.pruners.BasePruner:
-    """A pruner by name; ``warmup_epochs`` (the trials' warm-up, schedules.warmup_epochs) sets its first cut."""
-    first = first_cut_step(warmup_epochs)
+def make_pruner(name: str, max_epochs: int, warmup_epochs: float = 0.0, base: int = 1) -> optuna.pruners.BasePruner:
+    """A pruner by name; ``warmup_epochs`` (the trials' warm-up, schedules.warmup_epochs) sets its first cut,
+    ``base`` is the study's step numbering (pruning.step_base)."""
+    first = first_cut_step(warmup_epochs, base)
     if name == "median":
         # Compare from the first step after the warm-up on, once three trials have reported.
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=first)
     if name == "hyperband":
+        # max_resource: the last epoch's step in cnnexp's numbering (and what older studies were created with).
         return optuna.pruners.HyperbandPruner(
             min_resource=first, max_resource=max_epochs, reduction_factor=REDUCTION_FACTOR
         )
@@ -256,19 +259,20 @@ def make_pruner(name: str, max_epochs: int, warmup_epochs: float = 0.0) -> optun
     raise ConfigError(f"pruner {name!r} is not one of: {', '.join(PRUNERS)}")
 
 
-def rung_epochs(name: str, max_epochs: int, warmup_epochs: float = 0.0) -> list[int]:
+def rung_epochs(name: str, max_epochs: int, warmup_epochs: float = 0.0, base: int = 1) -> list[int]:
     """The epochs (1-based) after which :func:`make_pruner`'s pruner may stop a trial of ``max_epochs``
-    (Hyperband: those of its most aggressive bracket)."""
-    first = first_cut_step(warmup_epochs)
+    (Hyperband: those of its most aggressive bracket). Never the last: tune() does not judge a trial
+    that has trained all its epochs."""
+    first = first_cut_step(warmup_epochs, base) + 1 - base  # as an epoch
     if name == "none":
         return []
     if name == "median":
-        return list(range(first, max_epochs + 1))
-    steps, step = [], first
-    while step <= max_epochs - 1:
-        steps.append(step)
+        return list(range(first, max_epochs))
+    epochs, step = [], first_cut_step(warmup_epochs, base)
+    while step + 1 - base < max_epochs:
+        epochs.append(step + 1 - base)
         step *= REDUCTION_FACTOR
-    return steps
+    return epochs
 
 
 def create_or_load(
@@ -287,7 +291,7 @@ def create_or_load(
         study = optuna.create_study(
             study_name=name, storage=storage, direction=direction, sampler=sampler, pruner=pruner
         )
-        study.set_user_attr(tags.REPORT_STEP_ATTR, "epochs")  # pruning.step_base: how trials number epochs
+        retry(lambda: study.set_user_attr(tags.REPORT_STEP_ATTR, "epochs"))  # pruning.step_base: trials' steps
         return study, True
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)

@@ -9,6 +9,7 @@ test set; that run's model is the study's result.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -85,6 +86,13 @@ class _PruneBetweenEpochs(KerasPruningCallback):
         self.base = pruning.step_base(trial.study)  # Keras counts epochs from 0; the study may not
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch + 1 >= self.params.get("epochs", math.inf):
+            # The last epoch: its score is the trial's result. Judging it could only throw a finished trial
+            # away (its step is a rung: 9 = 1 x 3 x 3), so it is reported and never judged.
+            score = (logs or {}).get(self._monitor)
+            if score is not None:
+                self._trial.report(float(score), step=epoch + self.base)
+            return
         try:
             super().on_epoch_end(epoch + self.base, logs)
         except optuna.TrialPruned as e:
@@ -164,6 +172,8 @@ def _open_study(opts: TuneOptions, space: SearchSpace) -> tuple[optuna.Study, op
         pruner = storages.make_pruner(pruner, space.trial_epochs, space.trial_warmup_epochs())
     sampler = storages.make_sampler(opts.sampler, opts.seed)
     study, created = storages.create_or_load(opts.study_name, storage, space.direction, sampler, pruner)
+    if isinstance(opts.pruner, str) and pruning.step_base(study) == 0:  # an earlier release's study: its steps
+        study.pruner = storages.make_pruner(opts.pruner, space.trial_epochs, space.trial_warmup_epochs(), base=0)
     if not created:  # an edited space must not fail every new trial: refuse it now, naming the parameter
         check_resumable(space, study.get_trials(deepcopy=False), opts.study_name)
     if not created and opts.seed is not None:

@@ -48,7 +48,7 @@ def test_storage_urls(tmp_path):
 
 
 def test_only_one_creator_and_direction_is_checked(tmp_path):
-    storage = optuna.storages.InMemoryStorage()
+    storage = make_storage(f"sqlite:///{tmp_path / 'o.db'}")
     sampler, pruner = optuna.samplers.RandomSampler(0), optuna.pruners.NopPruner()
     _, created = create_or_load("s", storage, "maximize", sampler, pruner)
     _, again = create_or_load("s", storage, "maximize", sampler, pruner)
@@ -87,16 +87,23 @@ def test_dead_local_workers_trials_are_failed_on_rdb_storages_too(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "warmup, first_step, sha_rungs",
-    [(0.0, 1, [1, 3]), (0.5, 1, [1, 3]), (1.0, 1, [1, 3]), (1.8, 2, [2, 6]), (3.0, 3, [3]), (3.2, 4, [4])],
+    "base, warmup, first_step, sha_rungs",
+    [
+        # cnnexp's studies: the score after epoch e is step e, so step s is judged after s epochs.
+        *[(1, 0.0, 1, [1, 3]), (1, 0.5, 1, [1, 3]), (1, 1.0, 1, [1, 3]), (1, 1.8, 2, [2, 6]), (1, 3.0, 3, [3])],
+        (1, 3.2, 4, [4]),
+        # Studies of earlier releases, resumed: epoch e was step e - 1, and their first cuts stay where they were.
+        *[(0, 0.0, 1, [2, 4]), (0, 0.5, 1, [2, 4]), (0, 1.8, 1, [2, 4]), (0, 3.0, 2, [3, 7]), (0, 3.2, 3, [4])],
+    ],
 )
-def test_the_first_cut_never_falls_inside_the_warm_up(warmup, first_step, sha_rungs):
-    # A trial reports the score after epoch e as step e: step s is judged after s epochs, all past the warm-up.
-    assert make_pruner("median", 9, warmup)._n_warmup_steps == first_step
-    assert make_pruner("sha", 9, warmup)._min_resource == first_step
-    assert make_pruner("hyperband", 9, warmup)._min_resource == first_step
-    assert rung_epochs("sha", 9, warmup) == sha_rungs and min(sha_rungs) >= warmup
-    assert rung_epochs("median", 9, warmup) == list(range(first_step, 10)) and rung_epochs("none", 9) == []
+def test_the_first_cut_never_falls_inside_the_warm_up(base, warmup, first_step, sha_rungs):
+    assert make_pruner("median", 9, warmup, base)._n_warmup_steps == first_step
+    assert make_pruner("sha", 9, warmup, base)._min_resource == first_step
+    assert make_pruner("hyperband", 9, warmup, base)._min_resource == first_step
+    assert rung_epochs("sha", 9, warmup, base) == sha_rungs and min(sha_rungs) >= warmup
+    # Never the last epoch: tune() does not judge a trial that has trained them all.
+    assert rung_epochs("median", 9, warmup, base) == list(range(first_step + 1 - base, 9))
+    assert rung_epochs("none", 9) == []
 
 
 def test_successive_halving_stops_a_trial_behind_the_best_third_at_its_first_rung():
@@ -124,7 +131,10 @@ def test_new_studies_number_epochs_from_1_and_older_studies_keep_counting_from_0
     optuna.create_study(study_name="old", storage=storage, direction="maximize")  # as cnnexp <= issue 13 made it
     old, loaded = create_or_load("old", storage, "maximize", sampler, pruner)
     assert (created, loaded) == (True, False)
-    assert (step_base(new), step_base(old)) == (1, 0) and tags.REPORT_STEP_ATTR not in old.user_attrs
+    assert tags.REPORT_STEP_ATTR in new.user_attrs and tags.REPORT_STEP_ATTR not in old.user_attrs
+    assert step_base(old) == 1  # unmarked, but no trial has reported yet: nothing to be consistent with
+    old.add_trial(optuna.trial.create_trial(value=0.6, intermediate_values={0: 0.5, 1: 0.6}))  # an old trial
+    assert (step_base(new), step_base(old)) == (1, 0)
     for study in (new, old):  # the score after the first epoch, at each study's own step for it
         trial = study.ask()
         trial.report(0.5, step_base(study))

@@ -225,7 +225,10 @@ def test_a_deadline_study_plans_itself_prints_and_logs_the_plan_and_ends_in_time
     (parent,) = study_runs("dl")["study"]
     plan = json.loads(open(artifact(parent.info.run_id, "plan.json")).read())
     print(out[out.index("plan for a") :])
-    assert plan["plan"]["budget_s"] == 60 and plan["plan"]["pruner"] == "sha" and plan["plan"]["rungs"] == [2]
+    # 2-epoch trials, warm-up 0.4 epochs: the one cut is after epoch 1 (never after the last, a finished trial).
+    assert plan["plan"]["budget_s"] == 60 and plan["plan"]["pruner"] == "sha" and plan["plan"]["rungs"] == [1]
+    # The first trial's 2 epochs, 1 gap between their metrics: an epoch's pace, and the rest is its fixed cost.
+    assert 0 < plan["plan"]["epoch_s"] and 0 < plan["plan"]["fixed_trial_s"] < plan["plan"]["first_trial_s"]
     assert plan["outcome"]["trials_run"] == len(study.trials) <= plan["plan"]["n_trials"] + 1
     assert parent.data.tags[tags.TIME_BUDGET] == "1"
     assert parent.data.tags[tags.PLAN_TRIALS] == str(plan["plan"]["n_trials"] + 1)
