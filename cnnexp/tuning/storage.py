@@ -263,13 +263,13 @@ def rung_epochs(name: str, max_epochs: int, warmup_epochs: float = 0.0, base: in
     """The epochs (1-based) after which :func:`make_pruner`'s pruner may stop a trial of ``max_epochs``
     (Hyperband: those of its most aggressive bracket). Never the last: tune() does not judge a trial
     that has trained all its epochs."""
-    first = first_cut_step(warmup_epochs, base) + 1 - base  # as an epoch
+    step = first_cut_step(warmup_epochs, base)
     if name == "none":
         return []
     if name == "median":
-        return list(range(first, max_epochs))
-    epochs, step = [], first_cut_step(warmup_epochs, base)
-    while step + 1 - base < max_epochs:
+        return list(range(step + 1 - base, max_epochs))
+    epochs = []
+    while step + 1 - base < max_epochs:  # step s is judged after epoch s + 1 - base
         epochs.append(step + 1 - base)
         step *= REDUCTION_FACTOR
     return epochs
