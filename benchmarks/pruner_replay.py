@@ -113,9 +113,9 @@ def outcome(trials: list[dict[str, Any]], order: list[int], ran: list[int], cost
     return out | {"images": u_img / p_img, "wall": u_wall / p_wall}
 
 
-def costs(unpruned: list[dict[str, Any]], pruned: list[dict[str, Any]] | None) -> dict[str, Any]:
+def costs(unpruned: list[dict[str, Any]], pruned: list[dict[str, Any]] | None, default: float = 0.0) -> dict[str, Any]:
     """Seconds per epoch of each configuration, and one fixed cost per trial (model, run, tracing) fitted from
-    the twins: a trial stopped after k of n epochs took F + k s, its unpruned twin F + n s."""
+    the twins: a trial stopped after k of n epochs took F + k s, its unpruned twin F + n s (no twins: default)."""
     fixed = []
     twins = {t["number"]: t for t in pruned or []}
     for u in unpruned:
@@ -123,7 +123,7 @@ def costs(unpruned: list[dict[str, Any]], pruned: list[dict[str, Any]] | None) -
         if p and 0 < p["epochs"] < n:
             per = (u["wall_s"] - p["wall_s"]) / (n - p["epochs"])
             fixed.append(p["wall_s"] - p["epochs"] * per)
-    f = statistics.median(fixed) if fixed else 0.0
+    f = statistics.median(fixed) if fixed else default
     return {
         "fixed": f,
         "per_epoch": [max(0.0, (u["wall_s"] - f) / len(u["curve"])) for u in unpruned],
@@ -133,13 +133,18 @@ def costs(unpruned: list[dict[str, Any]], pruned: list[dict[str, Any]] | None) -
 
 def run(path: Path, orders: int, seed: int) -> dict[str, Any]:
     data = json.loads(path.read_text())
-    rows, checks = [], []
-    for rnd in data["rounds"]:
+    rounds = list(data["rounds"])
+    # A run stopped before a round's pruned study still left that round's unpruned curves: replay them too.
+    for st in data.get("unfinished_round", {}).get("unpruned", []):
+        rounds.append({"round": len(rounds) + 1, "seed": st["seed"], "studies": {"unpruned": st}})
+    rows, checks, fixed = [], [], []
+    for rnd in sorted(rounds, key=lambda r: "pruned-sha" not in r["studies"]):  # rounds with twins first
         studies = rnd["studies"]
         # A trial that failed has no curve to replay; both sides lose it alike.
         trials = sorted((t for t in studies["unpruned"]["trials"] if t["value"] is not None), key=lambda t: t["number"])
         ran_pruned = {s: {t["number"]: t for t in v["trials"]} for s, v in studies.items() if s != "unpruned"}
-        cost = costs(trials, list(ran_pruned.get("pruned-sha", {}).values()))
+        cost = costs(trials, list(ran_pruned.get("pruned-sha", {}).values()), statistics.median(fixed or [0.0]))
+        fixed += [cost["fixed"]] if cost["twins"] else []
         curves, values = [t["curve"] for t in trials], [t["value"] for t in trials]
         drawn = list(range(len(trials)))
         for design, (kind, base) in DESIGNS.items():
@@ -170,6 +175,7 @@ def run(path: Path, orders: int, seed: int) -> dict[str, Any]:
                     "fixed_cost_s": cost["fixed"],
                 }
             )
+    rows.sort(key=lambda r: r["round"])
     return {"source": str(path), "orders": orders, "seed": seed, "checks": checks, "rows": rows, "pooled": pooled(rows)}
 
 

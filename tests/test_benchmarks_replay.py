@@ -81,6 +81,14 @@ def test_the_replay_checks_itself_against_the_pruned_study_it_stands_for(tmp_pat
     assert result["checks"] == [{"round": 1, "design": "sha, rungs after epochs 1, 3", "reproduces_measured": True}]
     assert result["rows"][0]["fixed_cost_s"] == pytest.approx(10.0)  # fitted from the twins
     assert {r["design"] for r in result["pooled"]} == set(pruner_replay.DESIGNS)
+    # A run stopped before a round's pruned study: that round's unpruned curves are replayed too, at the
+    # fixed cost fitted in the rounds that have twins.
+    doc["unfinished_round"] = {"unpruned": [{"seed": 1, "trials": unpruned}]}
+    (tmp_path / "r.json").write_text(json.dumps(doc))
+    rows = pruner_replay.run(tmp_path / "r.json", orders=2, seed=0)["rows"]
+    assert [r["round"] for r in rows] == [1] * len(pruner_replay.DESIGNS) + [2] * len(pruner_replay.DESIGNS)
+    assert rows[-1]["fixed_cost_s"] == pytest.approx(10.0) and rows[-1]["seed"] == 1
+    del doc["unfinished_round"]
     pruned[0]["state"] = "PRUNED"  # a study the replay does not reproduce (here: a finished trial pruned) is flagged
     (tmp_path / "r.json").write_text(json.dumps(doc))
     assert pruner_replay.run(tmp_path / "r.json", orders=1, seed=0)["checks"][0]["reproduces_measured"] is False
