@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import parser, spread, table, write_result
+from benchmarks.search_efficiency import TARGET_RATIO, TOLERANCE
 
 NAME = "pruner_replay"
-TOLERANCE = 0.005
-TARGET_RATIO = 3.0
+WARMUP_EPOCHS = 0.5  # the benchmark's wsd trials' warm-up (train.warmup_epochs), which sets the first cut
 # name -> (pruner, the step epoch 1 is reported as). 1 is cnnexp's numbering since issue 14 (step = epochs
 # trained: successive halving's first rung after epoch 1); 0 was Keras's epoch index before it (after epoch 2).
 DESIGNS = {
@@ -45,16 +45,6 @@ DESIGNS = {
 }
 
 
-def make(kind: str, epochs: int) -> Any:
-    import optuna
-
-    if kind == "sha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
-    if kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
-    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
-
-
 def replay(
     curves: list[list[float]], values: list[float], order: list[int], kind: str, base: int, name: str = "replay"
 ) -> list[int]:
@@ -62,11 +52,15 @@ def replay(
     runs it: every epoch reported, every one but the last judged. ``name``: Hyperband's brackets hash it."""
     import optuna
 
+    from cnnexp.tuning.storage import make_pruner
+
     if kind == "oracle":
         target = max(values) - TOLERANCE
         return [len(curves[i]) if values[i] >= target else 1 for i in order]
     epochs = max(len(c) for c in curves)
-    study = optuna.create_study(study_name=name, direction="maximize", pruner=make(kind, epochs))
+    study = optuna.create_study(
+        study_name=name, direction="maximize", pruner=make_pruner(kind, epochs, WARMUP_EPOCHS, base)
+    )
     ran = []
     for i in order:
         trial, n = study.ask(), len(curves[i])
