@@ -215,7 +215,8 @@ def draw_configs(space_path: str | Path, n: int, seed: int) -> list[dict[str, An
     """
     import optuna
 
-    from cnnexp.tuning.space import load_space, sample
+    from cnnexp.tuning.space import sample
+    from cnnexp.tuning.space_file import load_space
     from cnnexp.tuning.storage import make_sampler
 
     space = load_space(space_path)

@@ -93,7 +93,8 @@ def near_duplicates(a: dict[str, Any], b: dict[str, Any], tolerance: float) -> b
 def _worker(journal: str, study_name: str, space_path: str, n_trials: int, seed: int, liar: bool, pause: float):
     import optuna
 
-    from cnnexp.tuning.space import load_space, sample
+    from cnnexp.tuning.space import sample
+    from cnnexp.tuning.space_file import load_space
     from cnnexp.tuning.storage import make_sampler, make_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -115,7 +116,7 @@ def _worker(journal: str, study_name: str, space_path: str, n_trials: int, seed:
 def run_round(space_path: str, n_trials: int, pause: float, seed: int, liar: bool, tolerance: float) -> dict:
     import optuna
 
-    from cnnexp.tuning.space import load_space
+    from cnnexp.tuning.space_file import load_space
     from cnnexp.tuning.storage import make_storage
 
     space = load_space(space_path)

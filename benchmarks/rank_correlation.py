@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     subset = preset["train_subset"] if args.train_subset is None else args.train_subset
     n = args.configs or preset["configs"]
 
-    from cnnexp.tuning.space import load_space
+    from cnnexp.tuning.space_file import load_space
     from cnnexp.tuning.storage import rung_epochs
 
     space = load_space(space_path)

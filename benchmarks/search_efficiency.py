@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         "unpruned_from": [str(p) for p in args.unpruned_from],
     }
     reuse = reused_unpruned(args.unpruned_from, settings)
-    from cnnexp.tuning.space import load_space
+    from cnnexp.tuning.space_file import load_space
 
     sides = ["unpruned", *(f"pruned-{p}" for p in args.pruner)]
     studies: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}

@@ -12,7 +12,7 @@ import mlflow
 import optuna
 
 from cnnexp.tuning.parent_run import ensure_parent_run, log_best, mark_trial
-from cnnexp.tuning.space import load_space
+from cnnexp.tuning.space_file import load_space
 from cnnexp.tuning.storage import display_url, make_storage
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import parallel_workers as pw
-from cnnexp.tuning.space import load_space
+from cnnexp.tuning.space_file import load_space
 
 SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "fashion_mnist.yaml"
 

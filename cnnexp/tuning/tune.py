@@ -37,7 +37,8 @@ from cnnexp.tuning import storage as storages
 from cnnexp.tuning.artifacts import log_report
 from cnnexp.tuning.deadline import Planner
 from cnnexp.tuning.resume import check_resumable
-from cnnexp.tuning.space import SearchSpace, load_space, sample
+from cnnexp.tuning.space import SearchSpace, sample
+from cnnexp.tuning.space_file import load_space
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,8 @@ import yaml
 
 from cnnexp.cli import main
 from cnnexp.errors import SearchSpaceError
-from cnnexp.tuning.space import load_space, sample
+from cnnexp.tuning.space import sample
+from cnnexp.tuning.space_file import load_space
 
 ROOT = Path(__file__).resolve().parents[2]
 

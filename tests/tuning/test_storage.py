@@ -2,7 +2,7 @@ import optuna
 import pytest
 
 from cnnexp.errors import ConfigError
-from cnnexp.tuning.space import parse_space
+from cnnexp.tuning.space_file import parse_space
 from cnnexp.tuning.storage import create_or_load, display_url, make_pruner, make_sampler, make_storage, rung_epochs
 
 

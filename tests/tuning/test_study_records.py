@@ -29,7 +29,7 @@ from cnnexp.tracking import tags
 from cnnexp.tracking.runs import ends_with_status, tracked_run
 from cnnexp.training.train import TrainResult
 from cnnexp.tuning import storage as storages
-from cnnexp.tuning.space import load_space
+from cnnexp.tuning.space_file import load_space
 from cnnexp.tuning.tune import TuneOptions, tune
 
 
