@@ -6,10 +6,10 @@ model logging), the final retrain of the best configuration (a share of the rest
 space's ``retrain.time_budget_minutes``) and the trials: as many configurations as the trial time
 buys at the epochs each is expected to train under the pruner (successive halving keeps a third at
 each rung), plus the fixed cost every trial pays however early it is stopped (its run, model, tracing:
-the first trial's time beyond its epochs). The trials phase is then run with that count as its cap
-and its time as Optuna's timeout, so the study can overrun only by the trial running at the timeout;
-the retrain gets the time really left (:func:`retrain_seconds`), so an early or late trials phase
-moves the retrain, not the deadline.
+the first trial's time beyond its epochs). The trials phase then runs until its time is up (Optuna's
+timeout; the count is an estimate, capped only by a user's ``--n-trials``), so the study can overrun
+only by the trial running at the timeout; the retrain gets the time really left
+(:func:`retrain_seconds`), so a late trials phase shortens the retrain, not the deadline.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class Plan:
     epochs_per_trial: float = 0.0  # expected under the pruner
     epoch_s: float = 0.0  # one epoch of a trial, from the first trial's later epochs
     fixed_trial_s: float = 0.0  # what a trial costs beyond its epochs: run, data, model, tracing
-    n_trials: int = 0  # configurations after the first one
+    n_trials: int = 0  # configurations after the first one that the trials' time is expected to buy
     trials_s: float = 0.0
     retrain_s: float = 0.0
     reserve_s: float = 0.0
@@ -115,7 +115,7 @@ def describe(plan: Plan) -> str:
         [
             f"plan for a {plan.budget_s / 60:g}-minute study (first trial: {plan.first_trial_s:.0f}s for "
             f"{plan.trial_epochs} epochs; {plan.elapsed_s:.0f}s used so far):",
-            f"  trials:  {plan.n_trials} more configuration(s) in {plan.trials_s / 60:.1f} min; pruner "
+            f"  trials:  about {plan.n_trials} more configuration(s) in {plan.trials_s / 60:.1f} min; pruner "
             f"{plan.pruner}, may stop a trial after epoch(s) {rungs}; about {plan.epochs_per_trial:.1f} epochs each "
             f"({plan.epoch_s:.1f}s an epoch, {plan.fixed_trial_s:.0f}s a trial besides)",
             f"  retrain: the best configuration on the full training data for up to {plan.retrain_s / 60:.1f} min",

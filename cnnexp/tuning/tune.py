@@ -36,6 +36,7 @@ from cnnexp.tuning import parent_run, pruning
 from cnnexp.tuning import storage as storages
 from cnnexp.tuning.artifacts import log_report
 from cnnexp.tuning.deadline import Planner
+from cnnexp.tuning.plan import NO_CAP
 from cnnexp.tuning.resume import check_resumable
 from cnnexp.tuning.space import SearchSpace, sample
 from cnnexp.tuning.space_file import load_space
@@ -62,7 +63,7 @@ class TuneOptions:
     retrain_best: bool = True
     experiment_name: str | None = None  # a new study's experiment; default: the space's fixed one, else cnnexp
     heartbeat_interval: int = storages.HEARTBEAT_INTERVAL
-    # Plan the study to end within this many minutes (tuning/plan.py); n_trials then caps it.
+    # Plan the study to end within this many minutes (tuning/plan.py); n_trials (below NO_CAP) then caps it.
     time_budget_minutes: float | None = None
 
 
@@ -115,7 +116,8 @@ def tune(opts: TuneOptions) -> TuneResult:
         log_report(parent_id, study)  # the last worker was cut short: its record is brought up to date
     print(
         f"study {opts.study_name!r} on {storages.display_url(storages.absolute_url(opts.storage))}: "
-        f"{'created' if created else 'resumed'}, parent run {parent_id}; {opts.n_trials} trial(s) to run",
+        f"{'created' if created else 'resumed'}, parent run {parent_id}; "
+        + ("trials until the deadline" if opts.n_trials >= NO_CAP else f"{opts.n_trials} trial(s) to run"),
         flush=True,
     )
     planner = Planner(opts, space, parent_id, started) if opts.time_budget_minutes and opts.n_trials else None
@@ -207,7 +209,10 @@ def _open_parent_run(
     return parent_id
 
 
-def _run_trials(study: optuna.Study, space: SearchSpace, opts: TuneOptions, parent_id: str) -> None:
+def _run_trials(
+    study: optuna.Study, space: SearchSpace, opts: TuneOptions, parent_id: str, expected: int | None = None
+) -> None:
+    """``expected``: a deadline plan's estimate of the trials, shown in the progress lines when uncapped."""
     if not opts.n_trials:
         return
     try:
@@ -216,7 +221,7 @@ def _run_trials(study: optuna.Study, space: SearchSpace, opts: TuneOptions, pare
             n_trials=opts.n_trials,
             timeout=opts.timeout,
             catch=(Exception,),  # a failing trial is recorded FAIL and the study goes on
-            callbacks=[_Progress(parent_id, opts.n_trials)],
+            callbacks=[_Progress(parent_id, f"~{expected}" if opts.n_trials >= NO_CAP else str(opts.n_trials))],
         )
     except KeyboardInterrupt:
         # Optuna failed the interrupted trial without calling back: record it, and the report, before
@@ -274,9 +279,9 @@ def _objective(space: SearchSpace, study_name: str, parent_id: str):
 class _Progress:
     """After each trial: mark its MLflow run with the state, update the parent's best, print a line."""
 
-    def __init__(self, parent_id: str, n_trials: int) -> None:
+    def __init__(self, parent_id: str, of: str) -> None:
         self.parent_id = parent_id
-        self.n_trials = n_trials
+        self.of = of  # "[3/of]": the trials to run, or "~N" a deadline plan expects
         self.done = 0
         self.started = time.monotonic()
 
@@ -293,7 +298,7 @@ class _Progress:
         best_text = "none yet" if best is None else f"{best.value:.4f} (trial {best.number})"
         reason = trial.user_attrs.get(tags.FAIL_REASON_ATTR, "").splitlines()[:1]
         print(
-            f"[{self.done}/{self.n_trials}] trial {trial.number} {trial.state.name} value={value} "
+            f"[{self.done}/{self.of}] trial {trial.number} {trial.state.name} value={value} "
             f"best={best_text} | study: {states.count(TrialState.COMPLETE)} complete, "
             f"{states.count(TrialState.PRUNED)} pruned, {states.count(TrialState.FAIL)} failed | "
             f"{time.monotonic() - self.started:.0f}s" + (f" | {reason[0]}" if reason else ""),

@@ -229,7 +229,10 @@ def test_a_deadline_study_plans_itself_prints_and_logs_the_plan_and_ends_in_time
     assert plan["plan"]["budget_s"] == 60 and plan["plan"]["pruner"] == "sha" and plan["plan"]["rungs"] == [1]
     # The first trial's 2 epochs, 1 gap between their metrics: an epoch's pace, and the rest is its fixed cost.
     assert 0 < plan["plan"]["epoch_s"] and 0 < plan["plan"]["fixed_trial_s"] < plan["plan"]["first_trial_s"]
-    assert plan["outcome"]["trials_run"] == len(study.trials) <= plan["plan"]["n_trials"] + 1
+    assert plan["outcome"]["trials_run"] == len(study.trials)
+    # The trials phase lasts its planned time (the count is an estimate), then the retrain takes the rest.
+    ran_out = plan["outcome"]["trials_phase_s"] >= plan["outcome"]["planned_trials_phase_s"] - 1
+    assert ran_out or plan["plan"]["n_trials"] == 0  # (no time for a second trial: none is started)
     assert parent.data.tags[tags.TIME_BUDGET] == "1"
     assert parent.data.tags[tags.PLAN_TRIALS] == str(plan["plan"]["n_trials"] + 1)
     assert parent.data.tags[tags.DEADLINE_MET] == str(plan["outcome"]["within_budget"]).lower()
