@@ -77,7 +77,7 @@ class Planner:
         if self.plan.n_trials:
             timeout = max(1.0, self.plan.elapsed_s + self.plan.trials_s - self.elapsed())
             # The time decides, not the count: one timed trial predicts the others poorly (a first trial
-            # of a big model made a 60-minute study stop after 12 of its 30 minutes of trials), so the
+            # of a big model made a 60-minute study stop its trials at 14 of their planned 32.5 minutes), so the
             # count is the plan's estimate. A user's --n-trials still caps it.
             left = plans.NO_CAP if opts.n_trials >= plans.NO_CAP else opts.n_trials - 1
             trials_opts = dataclasses.replace(opts, n_trials=left, timeout=timeout)

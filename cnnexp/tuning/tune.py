@@ -117,7 +117,11 @@ def tune(opts: TuneOptions) -> TuneResult:
     print(
         f"study {opts.study_name!r} on {storages.display_url(storages.absolute_url(opts.storage))}: "
         f"{'created' if created else 'resumed'}, parent run {parent_id}; "
-        + ("trials until the deadline" if opts.n_trials >= NO_CAP else f"{opts.n_trials} trial(s) to run"),
+        + (
+            "trials until the deadline"
+            if opts.time_budget_minutes and opts.n_trials >= NO_CAP
+            else f"{opts.n_trials} trial(s) to run"
+        ),
         flush=True,
     )
     planner = Planner(opts, space, parent_id, started) if opts.time_budget_minutes and opts.n_trials else None
@@ -212,7 +216,7 @@ def _open_parent_run(
 def _run_trials(
     study: optuna.Study, space: SearchSpace, opts: TuneOptions, parent_id: str, expected: int | None = None
 ) -> None:
-    """``expected``: a deadline plan's estimate of the trials, shown in the progress lines when uncapped."""
+    """``expected``: a deadline plan's estimate of the trials, shown in the progress lines instead of the cap."""
     if not opts.n_trials:
         return
     try:
@@ -221,7 +225,7 @@ def _run_trials(
             n_trials=opts.n_trials,
             timeout=opts.timeout,
             catch=(Exception,),  # a failing trial is recorded FAIL and the study goes on
-            callbacks=[_Progress(parent_id, f"~{expected}" if opts.n_trials >= NO_CAP else str(opts.n_trials))],
+            callbacks=[_Progress(parent_id, str(opts.n_trials) if expected is None else f"~{expected}")],
         )
     except KeyboardInterrupt:
         # Optuna failed the interrupted trial without calling back: record it, and the report, before
