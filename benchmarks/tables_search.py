@@ -191,3 +191,66 @@ def pruner_replay(files: list[dict[str, Any]]) -> str:
     headers = ["pruner", "images ratio to target", "orders >= 3x", "wall ratio to target (est.)"]
     headers += ["orders the winner (or one within 0.5) survives", "whole study: images ratio"]
     return md([*headers, "whole study: wall ratio (est.)", "images ratio to target, order as drawn (per round)"], out)
+
+
+@renderer
+def deadline_tune(files: list[dict[str, Any]]) -> str:
+    """One row per seed of ``cnnexp tune --time-budget-minutes M``: the plan, what ran, what it delivered."""
+    data = files[0]
+    minutes, overrun, target = (data["settings"][k] for k in ("minutes", "overrun_s", "target_accuracy"))
+    out = []
+    for s in data["studies"]:
+        plan, got, rt, res = s["plan"], s["outcome"], s["retrain"], s["result"]
+        st = got["states"]
+        verdict = "within" if got["total_s"] <= minutes * 60 + overrun else "over"
+        study = f"{got['total_s'] / 60:.1f} of {minutes:g} min ({verdict} {minutes + overrun / 60:g})"
+        if s.get("command_wall_s"):  # the study's clock starts after Python, TensorFlow and MLflow load
+            study += f"; the command {s['command_wall_s'] / 60:.1f}"
+        trials = (
+            f"{got['trials_run']} of {got['planned_trials']} planned: {st['COMPLETE']} complete, {st['PRUNED']} pruned"
+        )
+        phase, planned = got["trials_phase_s"] / 60, got["planned_trials_phase_s"] / 60
+        trials += f", {st['FAIL']} failed; {phase:.1f} min (planned {planned:.1f})"
+        c = rt["config"]
+        config = f"{c.get('model.family')}, {c.get('model.blocks')} blocks of {c.get('model.filters')} filters"
+        config += f", {c.get('train.optimizer')}, batch {c.get('train.batch_size')}"
+        retrain = f"trial {s['best_trial']} ({config}): {rt['epochs']} epochs on {n(rt['train_images'])} images"
+        retrain += f" in {rt['wall_s'] / 60:.1f} min (planned {plan['retrain_s'] / 60:.1f})"
+        acc = bold(f"{res['test_accuracy']:.4f}", res["test_accuracy"] >= target)
+        out.append(
+            [s["seed"], study, trials, f"{s['best_trial_value']:.4f}", retrain, f"{res['best_val_accuracy']:.4f}", acc]
+        )
+    headers = [
+        "seed",
+        "study wall",
+        "trials",
+        "best trial: val accuracy",
+        "retrain of the best",
+        "retrain: val accuracy",
+    ]
+    headers.append("test accuracy")
+    return md(headers, out)
+
+
+@renderer
+def deadline_tune_trials(files: list[dict[str, Any]]) -> str:
+    """What the plan saw (the timed first trial) against what the other trials cost."""
+    out = []
+    for s in files[0]["studies"]:
+        first, rest = s["trials"][0], s["trials"][1:]
+        fp = first["params"]
+        config = f"{fp.get('model.family')}, {fp.get('model.blocks')} blocks of {fp.get('model.filters')} filters, "
+        config += (
+            f"{fp.get('model.kernel_size')}x{fp.get('model.kernel_size')} kernels, batch {fp.get('train.batch_size')}"
+        )
+        secs = [t["seconds"] for t in rest if t["seconds"] is not None]
+        pruned = [t["epochs"] for t in rest if t["state"] == "PRUNED"]
+        at = ", ".join(f"{pruned.count(e)} after epoch {e}" for e in sorted(set(pruned))) or "none"
+        others = f"{statistics.median(secs):.0f} s [{min(secs):.0f}-{max(secs):.0f}]" if secs else "-"
+        ratio = f"{first['seconds'] / statistics.median(secs):.1f}x" if secs else "-"
+        complete = sum(t["state"] == "COMPLETE" for t in rest)
+        out.append(
+            [s["seed"], f"{first['seconds']:.0f} s, {first['epochs']} epochs", config, others, ratio, at, complete]
+        )
+    headers = ["seed", "first trial (timed)", "its configuration", "the other trials: median [range]"]
+    return md([*headers, "first / median", "the others: pruned", "the others: complete"], out)

@@ -239,6 +239,15 @@ def test_a_deadline_study_plans_itself_prints_and_logs_the_plan_and_ends_in_time
     (best,) = study_runs("dl")["best"]
     assert float(best.data.params["train.time_budget_minutes"]) <= budget_min  # the retrain got what was left
 
+    # benchmarks/deadline_tune.py reads a finished study back from its MLflow store and Optuna storage.
+    from benchmarks.deadline_tune import collect
+
+    got = collect(tmp_path)
+    assert (
+        got["plan"] == plan["plan"] and got["outcome"] == plan["outcome"] and got["retrain"]["run"] == best.info.run_id
+    )
+    assert [t["number"] for t in got["trials"]] == [t.number for t in study.trials] and got["command_wall_s"] is None
+
 
 def test_best_trial_ignores_pruned_partial_values():
     study = optuna.create_study(direction="maximize")
