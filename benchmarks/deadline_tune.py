@@ -72,30 +72,27 @@ def command_wall(folder: Path) -> tuple[float | None, str | None]:
     return int(h or 0) * 3600 + int(m) * 60 + float(sec), "/usr/bin/time -v in tune.log"
 
 
-def collect(folder: Path) -> dict[str, Any]:
-    """What one finished deadline study planned, ran and delivered: MLflow store ``folder/mlflow.db``, its
-    Optuna storage the one the study's parent run names."""
+def collect(folder: Path, study_name: str) -> dict[str, Any]:
+    """What one finished deadline study planned, ran and delivered: its parent run in the MLflow store
+    ``folder/mlflow.db``, its trials in the Optuna storage that run names."""
     import mlflow
     import optuna
 
     from cnnexp.tracking import tags
+    from cnnexp.tracking.record import newest_study_run
     from cnnexp.tuning.deadline import PLAN_ARTIFACT
+    from cnnexp.tuning.storage import read_only_storage
 
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
-    client = mlflow.MlflowClient()
-    parents = mlflow.search_runs(
-        search_all_experiments=True, filter_string=f"tags.`{tags.ROLE}` = '{tags.ROLE_STUDY}'", output_format="list"
-    )
-    if len(parents) != 1:
-        raise SystemExit(f"{folder}: expected one study parent run, found {len(parents)}")
-    parent = parents[0]
-    with tempfile.TemporaryDirectory() as tmp:
-        planned = json.loads(Path(client.download_artifacts(parent.info.run_id, PLAN_ARTIFACT, tmp)).read_text())
+    parent = newest_study_run(study_name, tags.ROLE_STUDY)
+    if parent is None:
+        raise SystemExit(f"{folder}: no parent run of study {study_name!r}")
+    planned = mlflow.artifacts.load_dict(f"runs:/{parent.info.run_id}/{PLAN_ARTIFACT}")
     if "outcome" not in planned:
         raise SystemExit(f"{folder}: the study has no outcome in {PLAN_ARTIFACT} (did it finish?)")
-    best_run = client.get_run(parent.data.tags[tags.BEST_RUN_ID])
+    best_run = mlflow.MlflowClient().get_run(parent.data.tags[tags.BEST_RUN_ID])
     metrics, params = best_run.data.metrics, best_run.data.params
-    study = optuna.load_study(study_name=parent.data.tags[tags.STUDY], storage=parent.data.tags[tags.STORAGE])
+    study = optuna.load_study(study_name=study_name, storage=read_only_storage(parent.data.tags[tags.STORAGE]))
     trials = [
         {
             "number": t.number,
@@ -155,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         folder = root / f"seed-{seed}"
         if not args.collect:
             run_seed(command(space, minutes, seed, args.pruner, folder), folder)
-        studies.append({"seed": seed, **collect(folder)})
+        studies.append({"seed": seed, **collect(folder, Path(space).stem)})  # tune's default study name
         got = studies[-1]
         print(f"seed {seed}: {got['outcome']['total_s'] / 60:.1f} min, test {got['result']['test_accuracy']:.4f}")
         # After every seed: a later seed's failure must not lose the hours of the ones before it.

@@ -242,7 +242,7 @@ def test_a_deadline_study_plans_itself_prints_and_logs_the_plan_and_ends_in_time
     # benchmarks/deadline_tune.py reads a finished study back from its MLflow store and Optuna storage.
     from benchmarks.deadline_tune import collect
 
-    got = collect(tmp_path)
+    got = collect(tmp_path, "dl")
     assert (
         got["plan"] == plan["plan"] and got["outcome"] == plan["outcome"] and got["retrain"]["run"] == best.info.run_id
     )
