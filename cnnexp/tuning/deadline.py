@@ -1,4 +1,5 @@
-"""``cnnexp tune --time-budget-minutes M``: time the first trial, plan the rest, record plan and outcome.
+"""``cnnexp tune --time-budget-minutes M``: time a first trial of the package defaults, plan the rest,
+record plan and outcome.
 
 The arithmetic is in :mod:`cnnexp.tuning.plan`; this module runs it against the clock and records it
 on the study's parent run: ``cnnexp.plan_*`` tags and ``plan.json`` (the plan, then its outcome).
@@ -44,6 +45,15 @@ class Planner:
         then until the trials' planned time is up (``expected``: the trials the plan counts on)."""
         opts, space = self.opts, self.space
         self.n_before = len(study.get_trials(deepcopy=False))
+        if not self.n_before:
+            # A new study times the package defaults, not a random draw: a typical model to plan from (a
+            # first draw of the space's biggest model took 4x the median trial of a 60-minute study), and
+            # the study then always holds the configuration a user would have trained without tuning.
+            defaults = space.default_params()
+            study.enqueue_trial(defaults, skip_if_exists=True)
+            drawn = [p.key for p in space.params if p.active(defaults) and p.key not in defaults]
+            outside = f" ({', '.join(drawn)}: default outside the space, drawn by the sampler)" if drawn else ""
+            print(f"timing the first trial on the package defaults{outside}", flush=True)
         first_start = time.monotonic()
         run(study, space, dataclasses.replace(opts, n_trials=1, timeout=None), self.parent_id)
         first_s = time.monotonic() - first_start

@@ -38,6 +38,17 @@ class Param:
         """Conditional parameters are only sampled when every condition holds for the earlier values."""
         return all(sampled.get(key) in values for key, values in self.when.items())
 
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is one this parameter can take (a choice, or in range and on its step)."""
+        if self.type == "categorical":
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, int | float) or not self.low <= value <= self.high:
+            return False
+        if self.type == "int" and value != int(value):
+            return False
+        step = self.step or (1 if self.type == "int" else None)
+        return step is None or abs((value - self.low) / step - round((value - self.low) / step)) < 1e-9
+
     def values_to_check(self) -> list[Any]:
         return list(self.choices) if self.type == "categorical" else [self.low, self.high]
 
@@ -87,6 +98,17 @@ class SearchSpace:
         else:
             out.update({"train.epochs": self.trial_epochs, "data.train_subset": self.trial_train_subset})
         return out
+
+    def default_params(self) -> dict[str, Any]:
+        """The package defaults (with the space's fixed values) for every tuned parameter that can take
+        them, in file order: a trial of these trains what ``cnnexp train`` would. A parameter whose default
+        is outside the space is left out (the sampler draws it), and so is one whose condition fails."""
+        defaults = self.config({}).flat()
+        params: dict[str, Any] = {}
+        for p in self.params:
+            if p.active(params) and p.contains(defaults[p.key]):
+                params[p.key] = defaults[p.key]
+        return params
 
     def trial_warmup_epochs(self) -> float:
         """The longest learning-rate warm-up a trial of this space can have (the pruner's first cut waits

@@ -10,6 +10,7 @@ from optuna.trial import create_trial
 
 from cnnexp.tuning.deadline import Planner
 from cnnexp.tuning.plan import NO_CAP
+from cnnexp.tuning.space import sample
 from cnnexp.tuning.space_file import load_space
 from cnnexp.tuning.tune import TuneOptions
 
@@ -45,3 +46,23 @@ def test_the_planned_trials_run_until_their_time_is_up_not_to_the_estimated_coun
 def test_a_users_n_trials_still_caps_a_deadline_study(tracking):
     planner, asked = plan_with(1000)  # more than the plan expects: the cap is the user's, not the estimate
     assert planner.plan.n_trials < 999 and asked[1][0] == 999  # 1,000 in all, the timed first one included
+
+
+def test_a_new_deadline_study_times_the_package_defaults_first(tracking, capsys):
+    space = load_space(SPACE)
+    parent = mlflow.MlflowClient().create_run(mlflow.set_experiment("dl").experiment_id).info.run_id
+    opts = TuneOptions(SPACE, "dl", 3, pruner="none", time_budget_minutes=1, seed=0)
+    planner = Planner(opts, space, parent, time.monotonic())
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+
+    def run(study, space, opts, parent_id, expected=None):  # tune's loop, its training stood in for
+        study.optimize(lambda trial: len(sample(trial, space)), n_trials=opts.n_trials, timeout=opts.timeout)
+
+    planner.run_trials(study, run)
+    first, *rest = study.get_trials()
+    defaults = space.default_params()
+    # digits.yaml allows 1-2 blocks, the default is 3: that one parameter is drawn, the rest are the defaults.
+    assert "model.blocks" not in defaults and 1 <= first.params["model.blocks"] <= 2
+    assert {k: first.params[k] for k in defaults} == defaults
+    assert rest and all(t.params != first.params for t in rest)  # only the first: the others are sampled
+    assert "model.blocks: default outside the space" in capsys.readouterr().out

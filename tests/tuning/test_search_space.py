@@ -191,3 +191,24 @@ def test_yaml_pitfalls_get_clear_messages(tmp_path):
     path.write_bytes(text.replace("dataset: digits", "dataset: digits  # caf\xe9").encode("latin-1"))
     with pytest.raises(SearchSpaceError, match=f"{path}: not UTF-8 text"):
         load_space(path)
+
+
+def test_default_params_are_the_package_defaults_the_space_can_take(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "dataset: digits\nobjective: val_accuracy\ntrials: {epochs: 2}\nparams:\n"
+        "  train.optimizer: {type: categorical, choices: [adam, sgd]}\n"
+        "  train.momentum: {type: float, low: 0.8, high: 0.95, when: {train.optimizer: sgd}}\n"
+        "  train.learning_rate: {type: float, low: 1.0e-4, high: 1.0e-3, log: true}\n"
+        "  model.blocks: {type: int, low: 1, high: 3}\n"
+        "  model.dropout: {type: float, low: 0.0, high: 0.4, step: 0.1}\n"
+        "  data.augment.shift: {type: float, low: 0.0, high: 0.1}\n"
+    )
+    # learning rate 3e-3 is above the range: left to the sampler; momentum's condition (sgd) fails under adam;
+    # dotted keys two levels deep (data.augment.shift) are read from the resolved config (digits: no shift).
+    assert load_space(path).default_params() == {
+        "train.optimizer": "adam",
+        "model.blocks": 3,
+        "model.dropout": 0.1,
+        "data.augment.shift": 0.0,
+    }
