@@ -99,7 +99,8 @@ def _add_tune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--n-trials",
         type=bounded(int, 0),
-        help="trials this process runs (0: only report/retrain); with --time-budget-minutes, at most this many",
+        help="trials this process runs (0: only report/retrain); with --time-budget-minutes, at most this many, "
+        "the timed first one included",
     )
     p.add_argument(
         "--timeout", type=bounded(float, above=0), help="stop starting new trials after this many seconds (> 0)"
@@ -107,8 +108,9 @@ def _add_tune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--time-budget-minutes",
         type=bounded(float, above=0),
-        help="end the whole study (trials and the retrain) within this many minutes: the first trial is timed, "
-        "then the study is planned to fit; the plan is printed and logged on the parent run",
+        help="end the whole study (trials and the retrain) within this many minutes: a new study's first trial "
+        "(the package defaults, where the space allows them) is timed, then the study is planned to fit; the plan "
+        "is printed and logged on the parent run",
     )
     p.add_argument(
         "--storage",

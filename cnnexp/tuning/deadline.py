@@ -18,6 +18,7 @@ import mlflow
 import optuna
 from optuna.trial import TrialState
 
+from cnnexp.errors import ConfigError
 from cnnexp.tracking import tags
 from cnnexp.tracking.runs import retry_locked
 from cnnexp.tuning import plan as plans
@@ -31,8 +32,9 @@ PLAN_ARTIFACT = "plan.json"
 class Planner:
     """One deadline study: ``started`` is the study's time.monotonic() start, the deadline's zero."""
 
-    def __init__(self, opts, space: SearchSpace, parent_id: str, started: float) -> None:
+    def __init__(self, opts, space: SearchSpace, parent_id: str, started: float, created: bool) -> None:
         self.opts, self.space, self.parent_id, self.started = opts, space, parent_id, started
+        self.created = created  # this process created the study: its first trial is the package defaults
         self.plan: plans.Plan | None = None
         self.trials_end_s = 0.0
         self.n_before = 0
@@ -45,15 +47,8 @@ class Planner:
         then until the trials' planned time is up (``expected``: the trials the plan counts on)."""
         opts, space = self.opts, self.space
         self.n_before = len(study.get_trials(deepcopy=False))
-        if not self.n_before:
-            # A new study times the package defaults, not a random draw: a typical model to plan from (a
-            # first draw of the space's biggest model took 4x the median trial of a 60-minute study), and
-            # the study then always holds the configuration a user would have trained without tuning.
-            defaults = space.default_params()
-            study.enqueue_trial(defaults, skip_if_exists=True)
-            drawn = [p.key for p in space.params if p.active(defaults) and p.key not in defaults]
-            outside = f" ({', '.join(drawn)}: default outside the space, drawn by the sampler)" if drawn else ""
-            print(f"timing the first trial on the package defaults{outside}", flush=True)
+        if self.created:
+            self._enqueue_defaults(study)
         first_start = time.monotonic()
         run(study, space, dataclasses.replace(opts, n_trials=1, timeout=None), self.parent_id)
         first_s = time.monotonic() - first_start
@@ -93,6 +88,21 @@ class Planner:
             trials_opts = dataclasses.replace(opts, n_trials=left, timeout=timeout)
             run(study, space, trials_opts, self.parent_id, expected=self.plan.n_trials)
         self.trials_end_s = self.elapsed()
+
+    def _enqueue_defaults(self, study: optuna.Study) -> None:
+        """A new study times the package defaults, not a random draw: the plan is made from that model's
+        pace, and the study holds the untuned configuration (docs/performance.md, section 5)."""
+        try:
+            defaults, outside = self.space.default_params()
+        except ConfigError as e:
+            print(
+                f"timing a first trial drawn by the sampler: the package defaults do not fit this space ({e})",
+                flush=True,
+            )
+            return
+        study.enqueue_trial(defaults, skip_if_exists=True)
+        drawn = f" ({', '.join(outside)}: default outside the space, drawn by the sampler)" if outside else ""
+        print(f"timing the first trial on the package defaults{drawn}", flush=True)
 
     def retrain_space(self) -> SearchSpace:
         """The space with the retrain's time budget set to what is left of the deadline now."""

@@ -39,15 +39,15 @@ class Param:
         return all(sampled.get(key) in values for key, values in self.when.items())
 
     def contains(self, value: Any) -> bool:
-        """Whether ``value`` is one this parameter can take (a choice, or in range and on its step)."""
-        if self.type == "categorical":
-            return value in self.choices
-        if isinstance(value, bool) or not isinstance(value, int | float) or not self.low <= value <= self.high:
+        """Whether Optuna would take ``value`` as this parameter's (enqueued) value: the distribution's own
+        membership test (a choice; in range and on the step), and no bool for a number."""
+        if self.type != "categorical" and isinstance(value, bool):
             return False
-        if self.type == "int" and value != int(value):
+        dist = self.distribution()
+        try:
+            return dist._contains(dist.to_internal_repr(value))
+        except ValueError:  # not a choice, not a number, or not positive on a log scale
             return False
-        step = self.step or (1 if self.type == "int" else None)
-        return step is None or abs((value - self.low) / step - round((value - self.low) / step)) < 1e-9
 
     def values_to_check(self) -> list[Any]:
         return list(self.choices) if self.type == "categorical" else [self.low, self.high]
@@ -99,16 +99,22 @@ class SearchSpace:
             out.update({"train.epochs": self.trial_epochs, "data.train_subset": self.trial_train_subset})
         return out
 
-    def default_params(self) -> dict[str, Any]:
-        """The package defaults (with the space's fixed values) for every tuned parameter that can take
-        them, in file order: a trial of these trains what ``cnnexp train`` would. A parameter whose default
-        is outside the space is left out (the sampler draws it), and so is one whose condition fails."""
+    def default_params(self) -> tuple[dict[str, Any], list[str]]:
+        """The package defaults, with the space's fixed values, for every tuned parameter that can take
+        them, in file order; and the keys of the active parameters that cannot (the sampler draws those).
+        A trial of these trains what ``cnnexp train`` would with the space's fixed values, at trial
+        fidelity. Raises ConfigError if those defaults and fixed values do not make a valid config."""
         defaults = self.config({}).flat()
         params: dict[str, Any] = {}
+        outside: list[str] = []
         for p in self.params:
-            if p.active(params) and p.contains(defaults[p.key]):
+            if not p.active(params):
+                continue
+            if p.contains(defaults[p.key]):
                 params[p.key] = defaults[p.key]
-        return params
+            else:
+                outside.append(p.key)
+        return params, outside
 
     def trial_warmup_epochs(self) -> float:
         """The longest learning-rate warm-up a trial of this space can have (the pruner's first cut waits

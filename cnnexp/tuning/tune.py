@@ -124,7 +124,7 @@ def tune(opts: TuneOptions) -> TuneResult:
         ),
         flush=True,
     )
-    planner = Planner(opts, space, parent_id, started) if opts.time_budget_minutes and opts.n_trials else None
+    planner = Planner(opts, space, parent_id, started, created) if opts.time_budget_minutes and opts.n_trials else None
     # The parent ends when its last worker leaves: other workers may still run trials under it.
     with marked_running(parent_id, last_out):
         if planner:

@@ -22,7 +22,7 @@ def plan_with(n_trials: int) -> tuple[Planner, list[tuple[int, float | None, int
     asked: trials, timeout, the plan's estimate, and when (seconds into the study)."""
     parent = mlflow.MlflowClient().create_run(mlflow.set_experiment("dl").experiment_id).info.run_id
     opts = TuneOptions(SPACE, "dl", n_trials, pruner="none", time_budget_minutes=1)
-    planner = Planner(opts, load_space(SPACE), parent, time.monotonic())
+    planner = Planner(opts, load_space(SPACE), parent, time.monotonic(), created=True)
     asked = []
 
     def run(study, space, opts, parent_id, expected=None):
@@ -48,21 +48,34 @@ def test_a_users_n_trials_still_caps_a_deadline_study(tracking):
     assert planner.plan.n_trials < 999 and asked[1][0] == 999  # 1,000 in all, the timed first one included
 
 
-def test_a_new_deadline_study_times_the_package_defaults_first(tracking, capsys):
+def run_deadline_study(study: optuna.Study, created: bool) -> Planner:
+    """A 3-trial deadline study through tune's loop, its training stood in for by sampling the space."""
     space = load_space(SPACE)
     parent = mlflow.MlflowClient().create_run(mlflow.set_experiment("dl").experiment_id).info.run_id
     opts = TuneOptions(SPACE, "dl", 3, pruner="none", time_budget_minutes=1, seed=0)
-    planner = Planner(opts, space, parent, time.monotonic())
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    planner = Planner(opts, space, parent, time.monotonic(), created=created)
 
-    def run(study, space, opts, parent_id, expected=None):  # tune's loop, its training stood in for
+    def run(study, space, opts, parent_id, expected=None):
         study.optimize(lambda trial: len(sample(trial, space)), n_trials=opts.n_trials, timeout=opts.timeout)
 
     planner.run_trials(study, run)
-    first, *rest = study.get_trials()
-    defaults = space.default_params()
-    # digits.yaml allows 1-2 blocks, the default is 3: that one parameter is drawn, the rest are the defaults.
-    assert "model.blocks" not in defaults and 1 <= first.params["model.blocks"] <= 2
-    assert {k: first.params[k] for k in defaults} == defaults
-    assert rest and all(t.params != first.params for t in rest)  # only the first: the others are sampled
-    assert "model.blocks: default outside the space" in capsys.readouterr().out
+    return planner
+
+
+def test_a_new_deadline_study_times_the_package_defaults_first(tracking, capsys):
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    run_deadline_study(study, created=True)
+    defaults, outside = load_space(SPACE).default_params()
+    # digits.yaml allows 1-2 blocks, the default is 3: that one is drawn, every other one is the default.
+    assert outside == ["model.blocks"] and "model.blocks" in study.trials[0].params
+    assert {k: study.trials[0].params[k] for k in defaults} == defaults
+    assert "model.blocks: default outside the space, drawn by the sampler" in capsys.readouterr().out
+
+
+def test_a_joined_or_resumed_study_does_not_time_the_defaults_again(tracking, capsys):
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.add_trial(create_trial(value=0.5))  # an earlier worker's trial
+    run_deadline_study(study, created=False)
+    defaults, _ = load_space(SPACE).default_params()
+    assert all({k: t.params.get(k) for k in defaults} != defaults for t in study.trials[1:])
+    assert "package defaults" not in capsys.readouterr().out

@@ -7,7 +7,7 @@ import yaml
 
 from cnnexp.cli import main
 from cnnexp.errors import SearchSpaceError
-from cnnexp.tuning.space import sample
+from cnnexp.tuning.space import Param, sample
 from cnnexp.tuning.space_file import load_space
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -193,22 +193,43 @@ def test_yaml_pitfalls_get_clear_messages(tmp_path):
         load_space(path)
 
 
+@pytest.mark.parametrize(
+    ("param", "value", "expected"),
+    [
+        (Param("k", "float", 0.05, 0.45, step=0.1), 0.15, True),
+        (Param("k", "float", 0.05, 0.45, step=0.1), 0.1, False),  # in range, off the step
+        (Param("k", "float", 1e-4, 1e-2, log=True), 3e-3, True),
+        (Param("k", "float", 1e-4, 1e-2, log=True), 3e-2, False),
+        (Param("k", "int", 1, 3), 2.5, False),
+        (Param("k", "int", 1, 3), True, False),  # a bool is not a number here
+        (Param("k", "categorical", choices=[32, 64]), 64, True),
+        (Param("k", "categorical", choices=["adam", "sgd"]), "adamw", False),
+    ],
+)
+def test_param_contains_what_optuna_would_take(param, value, expected):
+    assert param.contains(value) is expected
+
+
 def test_default_params_are_the_package_defaults_the_space_can_take(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(
         "dataset: digits\nobjective: val_accuracy\ntrials: {epochs: 2}\nparams:\n"
         "  train.optimizer: {type: categorical, choices: [adam, sgd]}\n"
         "  train.momentum: {type: float, low: 0.8, high: 0.95, when: {train.optimizer: sgd}}\n"
+        "  train.weight_decay: {type: float, low: 1.0e-5, high: 1.0e-3, log: true, when: {train.optimizer: adam}}\n"
         "  train.learning_rate: {type: float, low: 1.0e-4, high: 1.0e-3, log: true}\n"
         "  model.blocks: {type: int, low: 1, high: 3}\n"
         "  model.dropout: {type: float, low: 0.0, high: 0.4, step: 0.1}\n"
         "  data.augment.shift: {type: float, low: 0.0, high: 0.1}\n"
     )
-    # learning rate 3e-3 is above the range: left to the sampler; momentum's condition (sgd) fails under adam;
-    # dotted keys two levels deep (data.augment.shift) are read from the resolved config (digits: no shift).
-    assert load_space(path).default_params() == {
+    # learning rate 3e-3 is above the range: left to the sampler; momentum's condition (sgd) fails under adam,
+    # weight decay's holds; dotted keys two levels deep are read from the resolved config (digits: no shift).
+    params, outside = load_space(path).default_params()
+    assert params == {
         "train.optimizer": "adam",
+        "train.weight_decay": 1e-4,
         "model.blocks": 3,
         "model.dropout": 0.1,
         "data.augment.shift": 0.0,
     }
+    assert outside == ["train.learning_rate"]
