@@ -83,8 +83,17 @@ def time_budgets(files: list[dict[str, Any]]) -> str:
         epochs = ", ".join(f"{r['epochs_run']} (planned {r.get('planned_epochs', '-')})" for r in ours) or "-"
         used = ", ".join(f"{100 * r['used_fraction']:.1f}%" for r in ours if "used_fraction" in r) or "-"
         out.append([f"{b:g} min", _mean_range(ref, 4), bold(_mean_range(accs, 4)), gap, epochs, used])
-    headers = ["budget", "Keras example CNN", "cnnexp default", "gap (points)", "cnnexp epochs", "budget used"]
+    headers = ["budget", "Keras example CNN", _cnnexp_label(files), "gap (points)", "cnnexp epochs", "budget used"]
     return md(headers, out, left=1)
+
+
+def _cnnexp_label(files: list[dict[str, Any]]) -> str:
+    """ "cnnexp default", or cnnexp with the ``--set`` overrides its runs were given (one set per table)."""
+    sets = {tuple(f.get("overrides", [])) for f in files}
+    if len(sets) > 1:
+        raise ValueError(f"one table mixes cnnexp runs with different --set overrides: {sorted(sets)}")
+    (overrides,) = sets
+    return f"cnnexp, {', '.join(overrides)}" if overrides else "cnnexp default"
 
 
 @renderer

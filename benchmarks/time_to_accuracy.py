@@ -245,7 +245,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     columns = ["side", "seed", "epochs_run", "planned_epochs", "used_fraction", "to_90_s"]
     columns += [f"acc_{b:g}min" for b in args.budgets]
     print(common.table(rows, columns))
-    payload = {"budgets_minutes": args.budgets, "rows": rows, "runs": runs, "smoke": args.smoke}
+    # --set overrides: cnnexp's side then is not the default, and its table must say so
+    payload = {"budgets_minutes": args.budgets, "overrides": args.set, "rows": rows, "runs": runs, "smoke": args.smoke}
     common.write_result(args.out, "time_to_accuracy" + (f"-{args.tag}" if args.tag else ""), payload)
     return payload
 

@@ -146,3 +146,16 @@ def test_cifar_shaped_rows_read_back_as_tinted_32x32_rgb(tmp_path):
     centre, corner = images[:, 16, 16].astype(int), images[:, 0, 0].astype(int)
     assert (centre.sum(axis=1) > corner.sum(axis=1)).all()  # the garment is brighter than its background
     assert len({tuple(c) for c in centre}) == 3  # a colour of its own per image
+
+
+def test_the_budget_table_says_when_cnnexp_did_not_run_its_default():
+    from benchmarks.tables_training import time_budgets
+
+    def result(overrides):
+        rows = [{"side": "baseline", "acc_10min": 0.9}, {"side": "cnnexp", "acc_10min": 0.92, "epochs_run": 10}]
+        return {"budgets_minutes": [10], "rows": rows, **({"overrides": overrides} if overrides is not None else {})}
+
+    assert "| cnnexp default |" in time_budgets([result(None)])  # JSON written before overrides were recorded
+    assert "| cnnexp, model.dropout=0 |" in time_budgets([result(["model.dropout=0"])])
+    with pytest.raises(ValueError, match="different --set overrides"):
+        time_budgets([result([]), result(["model.dropout=0"])])
