@@ -212,8 +212,7 @@ def deadline_tune(files: list[dict[str, Any]]) -> str:
         phase, planned = got["trials_phase_s"] / 60, got["planned_trials_phase_s"] / 60
         trials += f", {st['FAIL']} failed; {phase:.1f} min (planned {planned:.1f})"
         c = rt["config"]
-        config = f"{c.get('model.family')}, {c.get('model.blocks')} blocks of {c.get('model.filters')} filters"
-        config += f", {c.get('train.optimizer')}, batch {c.get('train.batch_size')}"
+        config = f"{_network(c)}, {c.get('train.optimizer')}, batch {c.get('train.batch_size')}"
         retrain = f"trial {s['best_trial']} ({config}): {rt['epochs']} epochs on {n(rt['train_images'])} images"
         retrain += f" in {rt['wall_s'] / 60:.1f} min (planned {plan['retrain_s'] / 60:.1f})"
         acc = bold(f"{res['test_accuracy']:.4f}", res["test_accuracy"] >= target)
@@ -231,10 +230,8 @@ def deadline_tune_trials(files: list[dict[str, Any]]) -> str:
     for s in files[0]["studies"]:
         first, rest = s["trials"][0], s["trials"][1:]
         fp = first["params"]
-        config = f"{fp.get('model.family')}, {fp.get('model.blocks')} blocks of {fp.get('model.filters')} filters, "
-        config += (
-            f"{fp.get('model.kernel_size')}x{fp.get('model.kernel_size')} kernels, batch {fp.get('train.batch_size')}"
-        )
+        kernel = fp.get("model.kernel_size")
+        config = f"{_network(fp)}, {kernel}x{kernel} kernels, batch {fp.get('train.batch_size')}"
         secs = [t["seconds"] for t in rest if t["seconds"] is not None]
         pruned = [t["epochs"] for t in rest if t["state"] == "PRUNED"]
         at = ", ".join(f"{pruned.count(e)} after epoch {e}" for e in sorted(set(pruned))) or "none"
@@ -246,3 +243,8 @@ def deadline_tune_trials(files: list[dict[str, Any]]) -> str:
         )
     headers = ["seed", "first trial (timed)", "its configuration", "the other trials: median [range]"]
     return md([*headers, "first / median", "the others: pruned", "the others: complete"], out)
+
+
+def _network(config: dict[str, Any]) -> str:
+    """A trial's or run's network in words: "plain, 2 blocks of 48 filters"."""
+    return f"{config.get('model.family')}, {config.get('model.blocks')} blocks of {config.get('model.filters')} filters"

@@ -17,12 +17,17 @@ from cnnexp.tuning.tune import TuneOptions
 SPACE = str(Path(__file__).resolve().parents[2] / "search_spaces" / "digits.yaml")
 
 
+def new_planner(n_trials: int, created: bool, seed: int | None = None) -> Planner:
+    """A 1-minute deadline study's planner on digits.yaml, under a fresh parent run."""
+    parent = mlflow.MlflowClient().create_run(mlflow.set_experiment("dl").experiment_id).info.run_id
+    opts = TuneOptions(SPACE, "dl", n_trials, pruner="none", time_budget_minutes=1, seed=seed)
+    return Planner(opts, load_space(SPACE), parent, time.monotonic(), created=created)
+
+
 def plan_with(n_trials: int) -> tuple[Planner, list[tuple[int, float | None, int | None, float]]]:
     """A 1-minute study whose trials (stood in for) take 0.2 s; returns the planner and what each run was
     asked: trials, timeout, the plan's estimate, and when (seconds into the study)."""
-    parent = mlflow.MlflowClient().create_run(mlflow.set_experiment("dl").experiment_id).info.run_id
-    opts = TuneOptions(SPACE, "dl", n_trials, pruner="none", time_budget_minutes=1)
-    planner = Planner(opts, load_space(SPACE), parent, time.monotonic(), created=True)
+    planner = new_planner(n_trials, created=True)
     asked = []
 
     def run(study, space, opts, parent_id, expected=None):
@@ -50,10 +55,7 @@ def test_a_users_n_trials_still_caps_a_deadline_study(tracking):
 
 def run_deadline_study(study: optuna.Study, created: bool) -> Planner:
     """A 3-trial deadline study through tune's loop, its training stood in for by sampling the space."""
-    space = load_space(SPACE)
-    parent = mlflow.MlflowClient().create_run(mlflow.set_experiment("dl").experiment_id).info.run_id
-    opts = TuneOptions(SPACE, "dl", 3, pruner="none", time_budget_minutes=1, seed=0)
-    planner = Planner(opts, space, parent, time.monotonic(), created=created)
+    planner = new_planner(3, created=created, seed=0)
 
     def run(study, space, opts, parent_id, expected=None):
         study.optimize(lambda trial: len(sample(trial, space)), n_trials=opts.n_trials, timeout=opts.timeout)
