@@ -53,6 +53,9 @@ PROCESSES: dict[str, tuple[dict[str, str], list[str]]] = {
     "oneDNN off": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, ["--deterministic"]),
     "not deterministic": ({}, []),
     "inter-op threads 1": ({}, ["--deterministic", "--inter-op", "1"]),
+    # As cnnexp trains with train.precision=mixed_bfloat16 (op determinism on): whether the in-process
+    # bf16 ratio holds under determinism.
+    "mixed_bfloat16 (deterministic)": ({}, ["--deterministic", "--precision", "mixed_bfloat16"]),
 }
 BACKENDS = {"torch backend": "torch", "jax backend": "jax"}
 
@@ -150,7 +153,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     keras.utils.set_random_seed(0)
     data = np.load(args.data)
     x, y = data["x"], data["y"]
-    model = _model({}, x.shape[1:])
+    model = _model({}, x.shape[1:], args.precision)
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
     warm = 10 * args.batch_size
     model.fit(x[:warm], y[:warm], batch_size=args.batch_size, epochs=1, verbose=0)  # trace, warm caches
@@ -194,7 +197,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--dataset", default="fashion_mnist")
     p.add_argument("--backend-python", help="a python with keras + torch + jax, for the backend rows")
     p.add_argument("--skip-processes", action="store_true", help="only the in-process comparison")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(IN_PROCESS),
+        metavar="NAME",
+        help="in-process variants to compare (default: all); the first is the reference of 'vs default'",
+    )
+    p.add_argument(
+        "--processes",
+        nargs="+",
+        choices=list(PROCESSES),
+        metavar="NAME",
+        help="fresh-process variants to compare (default: all); the first is the reference",
+    )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--precision", default="float32", help=argparse.SUPPRESS)
     p.add_argument("--deterministic", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
     p.add_argument("--inter-op", type=int, help=argparse.SUPPRESS)
@@ -207,13 +225,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     peak = peak_gflops()
     x, y = load_slice(args.images, args.dataset)
     # Smoke: two cheap variants in-process and one fresh process just check both designs run.
-    names = [list(IN_PROCESS)[0], "mixed_bfloat16"] if args.smoke else list(IN_PROCESS)
+    names = args.variants or ([list(IN_PROCESS)[0], "mixed_bfloat16"] if args.smoke else list(IN_PROCESS))
     inproc = in_process(x, y, args.cycles, args.chunk_steps, names)
     print(common.table(_rows(inproc, {}, peak["fp32_peak_gflops"]), COLUMNS))
     payload: dict[str, Any] = {"peak": peak, "in_process": _rows(inproc, {}, peak["fp32_peak_gflops"])}
     payload["in_process_samples"] = {name: r["turn_images_per_s"] for name, r in inproc.items()}
     if not args.skip_processes:
-        processes = {name: (env, flags, sys.executable) for name, (env, flags) in PROCESSES.items()}
+        chosen = args.processes or list(PROCESSES)
+        processes = {name: (*PROCESSES[name], sys.executable) for name in chosen}
         if args.backend_python:
             repo = str(Path(__file__).resolve().parent.parent)
             for name, backend in BACKENDS.items():
