@@ -78,18 +78,21 @@ def forward_flops(model) -> float:
     return total
 
 
-def peak_gflops() -> dict[str, float]:
+def peak_gflops(cpuinfo: str = "/proc/cpuinfo") -> dict[str, float]:
     """fp32 peak: cores x GHz x FLOPs/cycle (2 FMA units x lanes x 2)."""
-    flags = cpu_flags()
-    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
-    ghz = 0.0
+    flags = cpu_flags(cpuinfo)
+    info: dict[str, str] = {}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("cpu MHz"):
-                ghz = float(line.split(":")[1]) / 1000
-                break
+        for line in Path(cpuinfo).read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    # AMD before Zen 5 (family 26) has 256-bit FMA units: Zen 4 runs AVX-512 as two halves.
+    if info.get("vendor_id") == "AuthenticAMD" and int(info.get("cpu family", "0")) < 26:
+        lanes = min(lanes, 8)
+    ghz = float(info.get("cpu MHz", "0")) / 1000
     cores = os.cpu_count() or 1
     return {"cores": cores, "ghz": ghz, "flops_per_cycle": 4 * lanes, "fp32_peak_gflops": cores * ghz * 4 * lanes}
 

@@ -118,6 +118,23 @@ def test_compute_smoke(tmp_path, monkeypatch):
     assert data["machine"]["commit"] and isinstance(data["machine"]["cpu_flags"], list)
 
 
+@pytest.mark.parametrize(
+    ("vendor", "family", "flags", "per_cycle"),
+    [
+        ("GenuineIntel", 6, "avx2 fma avx512f amx_bf16", 64),  # Sapphire Rapids: two 512-bit FMA units
+        ("AuthenticAMD", 25, "avx2 fma avx512f avx512_bf16", 32),  # Zen 4: AVX-512 on 256-bit units
+        ("AuthenticAMD", 25, "avx2 fma", 32),  # Zen 3
+        ("AuthenticAMD", 26, "avx2 fma avx512f", 64),  # Zen 5: full-width AVX-512
+    ],
+)
+def test_fp32_peak_follows_the_fma_width(tmp_path, vendor, family, flags, per_cycle):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"vendor_id\t: {vendor}\ncpu family\t: {family}\ncpu MHz\t\t: 2500.000\nflags\t\t: {flags}\n")
+    peak = compute.peak_gflops(str(cpuinfo))
+    assert peak["flops_per_cycle"] == per_cycle
+    assert peak["fp32_peak_gflops"] == pytest.approx(peak["cores"] * 2.5 * per_cycle)
+
+
 def test_compute_rows_are_ratios_to_the_first_variant():
     results = {
         "default": {"images_per_s": 100.0, "gflops_per_s": 10.0, "forward_mflops": 15.0},
