@@ -89,9 +89,11 @@ def peak_gflops(cpuinfo: str = "/proc/cpuinfo") -> dict[str, float]:
     except OSError:
         pass
     lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
-    # AMD before Zen 5 (family 26) has 256-bit FMA units: Zen 4 runs AVX-512 as two halves.
-    if info.get("vendor_id") == "AuthenticAMD" and int(info.get("cpu family", "0")) < 26:
-        lanes = min(lanes, 8)
+    # AMD FMA units: 128-bit on Zen 1 and Zen+ (family 23, models below 0x30), 256-bit on Zen 2 to
+    # Zen 4 (Zen 4 runs AVX-512 as two halves); Zen 5 (family 26) is counted full-width.
+    if info.get("vendor_id") == "AuthenticAMD":
+        family, model = int(info.get("cpu family", "0")), int(info.get("model", "0"))
+        lanes = min(lanes, 4 if family < 23 or (family == 23 and model < 0x30) else 8 if family < 26 else 16)
     ghz = float(info.get("cpu MHz", "0")) / 1000
     cores = os.cpu_count() or 1
     return {"cores": cores, "ghz": ghz, "flops_per_cycle": 4 * lanes, "fp32_peak_gflops": cores * ghz * 4 * lanes}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Any
 
@@ -96,6 +97,15 @@ def _cnnexp_label(files: list[dict[str, Any]]) -> str:
     return f"cnnexp, {', '.join(overrides)}" if overrides else "cnnexp default"
 
 
+def _down(x: float) -> str:
+    """A strict lower bound to 2 decimals, rounded so that it still holds."""
+    return f"{math.floor(x * 100) / 100:.2f}"
+
+
+def _up(x: float) -> str:
+    return f"{math.ceil(x * 100) / 100:.2f}"
+
+
 @renderer
 def time_to_90(files: list[dict[str, Any]]) -> str:
     """The reference's first epoch end at >= 90% against the budgets within which cnnexp did and did not reach it."""
@@ -117,9 +127,9 @@ def time_to_90(files: list[dict[str, Any]]) -> str:
         ours.append(f"within {reached:.0f} s (a {reached / 60:g}-minute run ends at >= 0.90)")
     median = statistics.median(ref) if ref else None
     if median and missed:
-        ratio = f"> {max(missed)[0] / median:.2f}x" + (f", <= {reached / median:.2f}x" if reached else "")
+        ratio = f"> {_down(max(missed)[0] / median)}x" + (f", <= {_up(reached / median)}x" if reached else "")
     else:
-        ratio = f"<= {reached / median:.2f}x" if median and reached else "-"
+        ratio = f"<= {_up(reached / median)}x" if median and reached else "-"
     cells = [
         f"{median:.0f} s (median of {len(ref)}: {', '.join(f'{v:.0f}' for v in ref)})" if ref else "-",
         "; ".join(ours) or "-",

@@ -66,7 +66,7 @@ class ModelConfig:
     block_order: str = "conv_pool_bn"  # conv_pool_bn | conv_bn_pool (pool last, before 0.2.0)
     bn_scale: bool = True  # false: batch norm learns a shift only (the following ReLU/conv absorb the scale)
     # No dropout by default: augmentation, label smoothing and the annealed schedule regularise
-    # enough, and dropout cost a budgeted run 1.2 points (docs/performance.md, section 1).
+    # enough, and dropout cost budgeted runs 0.8-1.2 points (docs/performance.md, section 1).
     dropout: float = 0.0  # after each block
     pooling: str = "flatten"  # head input: flatten | avg (global average pooling)
     head_units: int = 128

@@ -119,17 +119,21 @@ def test_compute_smoke(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("vendor", "family", "flags", "per_cycle"),
+    ("vendor", "family", "model", "flags", "per_cycle"),
     [
-        ("GenuineIntel", 6, "avx2 fma avx512f amx_bf16", 64),  # Sapphire Rapids: two 512-bit FMA units
-        ("AuthenticAMD", 25, "avx2 fma avx512f avx512_bf16", 32),  # Zen 4: AVX-512 on 256-bit units
-        ("AuthenticAMD", 25, "avx2 fma", 32),  # Zen 3
-        ("AuthenticAMD", 26, "avx2 fma avx512f", 64),  # Zen 5: full-width AVX-512
+        ("GenuineIntel", 6, 143, "avx2 fma avx512f amx_bf16", 64),  # Sapphire Rapids: two 512-bit FMA units
+        ("AuthenticAMD", 25, 17, "avx2 fma avx512f avx512_bf16", 32),  # Zen 4: AVX-512 on 256-bit units
+        ("AuthenticAMD", 25, 1, "avx2 fma", 32),  # Zen 3
+        ("AuthenticAMD", 23, 1, "avx2 fma", 16),  # Zen 1: 128-bit units
+        ("AuthenticAMD", 26, 2, "avx2 fma avx512f", 64),  # Zen 5: full-width AVX-512
     ],
 )
-def test_fp32_peak_follows_the_fma_width(tmp_path, vendor, family, flags, per_cycle):
+def test_fp32_peak_follows_the_fma_width(tmp_path, vendor, family, model, flags, per_cycle):
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text(f"vendor_id\t: {vendor}\ncpu family\t: {family}\ncpu MHz\t\t: 2500.000\nflags\t\t: {flags}\n")
+    cpuinfo.write_text(
+        f"vendor_id\t: {vendor}\ncpu family\t: {family}\nmodel\t\t: {model}\n"
+        f"cpu MHz\t\t: 2500.000\nflags\t\t: {flags}\n"
+    )
     peak = compute.peak_gflops(str(cpuinfo))
     assert peak["flops_per_cycle"] == per_cycle
     assert peak["fp32_peak_gflops"] == pytest.approx(peak["cores"] * 2.5 * per_cycle)

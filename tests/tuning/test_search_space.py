@@ -229,7 +229,7 @@ def test_default_params_are_the_package_defaults_the_space_can_take(tmp_path):
         "train.optimizer": "adam",
         "train.weight_decay": 1e-4,
         "model.blocks": 3,
-        "model.dropout": 0.1,
+        "model.dropout": 0.0,
         "data.augment.shift": 0.0,
     }
     assert outside == ["train.learning_rate"]

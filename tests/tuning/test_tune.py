@@ -168,6 +168,9 @@ def test_a_pruned_trials_run_says_at_which_rung_with_what_score_against_what_thr
         "train.lr_schedule": "wsd",
         "train.warmup_epochs": 0.5,
         "model.block_order": "conv_bn_pool",
+        # The earlier default had dropout; without it, trial 0 also validates at chance for 3 epochs here.
+        "model.dropout": 0.1,
+        "model.head_dropout": 0.3,
     }
     space = write_space(tmp_path, trials={"epochs": 3, "train_subset": 600}, fixed=fixed, params=params)
     opts = TuneOptions(str(space), "why", 2, storage=f"sqlite:///{tmp_path / 'o.db'}", sampler="random", seed=10)
