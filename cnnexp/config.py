@@ -78,6 +78,11 @@ class ModelConfig:
     # Translation TTA: also average the image shifted this many pixels up-left and down-right (airbench).
     # None: 1 where training shifts images (data.augment.shift > 0), else 0.
     tta_shift: int | None = None
+    # airbench's initialisations (cnnexp/models/init.py): the first convolution's first filters start
+    # as whitening filters of the training images' patches, every later convolution as the identity
+    # on its input channels. Off: they did not pay on Fashion-MNIST (docs/performance.md, section 1).
+    whiten_init: bool = False
+    dirac_init: bool = False
 
 
 @dataclass
@@ -252,6 +257,11 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         _check(getattr(m, name) >= 1, f"model.{name}={getattr(m, name)} must be at least 1")
     _check(0 <= m.tta_shift < 4, f"model.tta_shift={m.tta_shift} must be 0 (off) to 3 pixels")
     _check(m.head_units >= 0, f"model.head_units={m.head_units} must be >= 0 (0: no hidden head layer)")
+    for name in ("whiten_init", "dirac_init"):
+        _check(
+            not getattr(m, name) or m.conv_type == "standard",
+            f"model.{name}=true needs model.conv_type=standard (a separable convolution has no full kernel to set)",
+        )
     for name in ("dropout", "head_dropout"):
         _check(0 <= getattr(m, name) < 1, f"model.{name}={getattr(m, name)} must be in [0, 1)")
 

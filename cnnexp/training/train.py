@@ -32,6 +32,7 @@ from cnnexp.data.sources import load_dataset
 from cnnexp.data.split import Split, split_dataset
 from cnnexp.errors import ConfigError, TrainingDiverged
 from cnnexp.models.cnn import build_models
+from cnnexp.models.init import initialise
 from cnnexp.serving.pyfunc import log_image_model
 from cnnexp.tracking import tags
 from cnnexp.tracking.record import CONFIG_ARTIFACT
@@ -184,6 +185,7 @@ def fit(cfg: ExperimentConfig, split: Split, extra_callbacks: Sequence[keras.cal
         # Trained and validated without test-time augmentation (a pass per image, not six); the
         # saved model is the same network inside it.
         trained, model = build_models(cfg.model, split.x_train.shape[1:], len(split.class_names))
+    initialise(trained, cfg.model, split.x_train)
     steps = math.ceil(len(split.y_train) / t.batch_size)
     # With a budget the rate is set by the clock every batch; the epoch count only shapes the schedule.
     compile_model(trained, dataclasses.replace(t, epochs=t.epochs or 1), steps)
