@@ -80,7 +80,7 @@ class ModelConfig:
     tta_shift: int | None = None
     # airbench's initialisations (cnnexp/models/init.py): the first convolution's first filters start
     # as whitening filters of the training images' patches, every later convolution as the identity
-    # on its input channels. Off: they did not pay on Fashion-MNIST (docs/performance.md, section 1).
+    # on its input channels. Off: not yet measured against the default (docs/performance.md, section 1).
     whiten_init: bool = False
     dirac_init: bool = False
 
