@@ -100,6 +100,8 @@ def _every_field_set() -> dict:
         "model.head_dropout": 0.0,
         "model.flip_tta": False,
         "model.tta_shift": 2,
+        "model.whiten_init": False,  # true needs a standard convolution; this case's is separable
+        "model.dirac_init": False,
         "train.optimizer": "sgd",
         "train.learning_rate": 0.01,
         "train.weight_decay": 0.001,
