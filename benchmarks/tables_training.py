@@ -186,6 +186,27 @@ def recipe_ablation(files: list[dict[str, Any]]) -> str:
 
 
 @renderer
+def recipe_ablation_seeds(files: list[dict[str, Any]]) -> str:
+    """The same variants over several seeds (one file each, equal epochs): each seed, the mean, the wins."""
+    seeds = [f["seed"] for f in files]
+    acc = {r["variant"]: {} for r in files[0]["rows"]}
+    for f in files:
+        for r in f["rows"]:
+            acc[r["variant"]][f["seed"]] = r["test_accuracy"]
+    base = acc["default"]
+    mean_base = sum(base.values()) / len(base)
+    out = []
+    for variant, by_seed in acc.items():
+        mean = sum(by_seed.values()) / len(by_seed)
+        wins = sum(by_seed[s] > base[s] for s in seeds)
+        gap = "-" if variant == "default" else f"{100 * (mean - mean_base):+.2f}"
+        vs = "-" if variant == "default" else f"{wins} of {len(seeds)}"
+        out.append([variant, *(f"{by_seed[s]:.4f}" for s in seeds), f"{mean:.4f}", gap, vs])
+    headers = ["variant", *(f"seed {s}" for s in seeds), "mean", "vs default (points)", "seeds above default"]
+    return md(headers, out, left=1)
+
+
+@renderer
 def time_to_accuracy_points(files: list[dict[str, Any]]) -> str:
     """Runs reported only as (seconds, test accuracy) points, as from another machine."""
     out = []
