@@ -13,7 +13,7 @@ from cnnexp.config import ModelConfig
 
 WHITEN_EPS = 5e-4  # airbench's: keeps the near-zero eigenvalues (flat patches) from blowing up
 WHITEN_IMAGES = 5000  # airbench estimates the covariance on the first 5,000 training images
-_CHUNK = 500  # images per covariance update: bounds memory for large patches of RGB images
+_CHUNK_PATCHES = 250_000  # patches per covariance update: bounds memory (~150 MB for 5x5 RGB patches)
 
 
 def patch_moment(images: np.ndarray, kernel_size: int) -> np.ndarray:
@@ -21,8 +21,9 @@ def patch_moment(images: np.ndarray, kernel_size: int) -> np.ndarray:
     scaled to [0, 1]); flattened in Keras' kernel order (row, column, channel)."""
     k, channels = kernel_size, images.shape[-1]
     total, count = np.zeros((k * k * channels,) * 2), 0
-    for start in range(0, len(images), _CHUNK):
-        x = images[start : start + _CHUNK].astype(np.float32) / 255.0
+    chunk = max(1, _CHUNK_PATCHES // max(1, (images.shape[1] - k + 1) * (images.shape[2] - k + 1)))
+    for start in range(0, len(images), chunk):
+        x = images[start : start + chunk].astype(np.float32) / 255.0
         windows = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(1, 2))  # (n, h', w', c, k, k)
         patches = windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, k * k * channels).astype(np.float64)
         total += patches.T @ patches

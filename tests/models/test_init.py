@@ -54,7 +54,7 @@ def test_initialise_whitens_the_first_convolution_and_makes_the_rest_identities(
 
 
 def test_no_init_leaves_the_random_start():
-    cfg = ModelConfig(filters=4, blocks=2)  # the default: both off
+    cfg = ModelConfig(filters=4, blocks=2, whiten_init=False)
     trained, _ = build_models(cfg, (8, 8, 1), 3)
     before = [np.asarray(w).copy() for w in trained.weights]
     initialise(trained, cfg, _images(channels=1))
@@ -66,3 +66,18 @@ def test_no_init_leaves_the_random_start():
 def test_the_inits_need_a_full_convolution_kernel(key):
     with pytest.raises(ConfigError, match=f"model.{key}=true needs model.conv_type=standard"):
         build_config(overrides={f"model.{key}": True, "model.conv_type": "separable"})
+
+
+def test_whitening_is_on_by_default_where_the_convolution_is_standard():
+    assert build_config().model.whiten_init is True
+    assert build_config().model.dirac_init is False
+    assert build_config(overrides={"model.conv_type": "separable"}).model.whiten_init is False  # no error
+
+
+def test_the_covariance_does_not_depend_on_how_it_is_chunked(monkeypatch):
+    import cnnexp.models.init as init
+
+    images = _images(n=12, size=10)
+    whole = patch_moment(images, 3)
+    monkeypatch.setattr(init, "_CHUNK_PATCHES", 100)  # 64 patches an image: one image a chunk
+    np.testing.assert_allclose(patch_moment(images, 3), whole, rtol=1e-10)
