@@ -207,6 +207,23 @@ def recipe_ablation_seeds(files: list[dict[str, Any]]) -> str:
 
 
 @renderer
+def fused_batch_norm(files: list[dict[str, Any]]) -> str:
+    """Keras 3's batch norm against TensorFlow's fused kernel: train-step time, interleaved samples."""
+    f = files[0]
+    out = [
+        [
+            name,
+            len(runs),
+            f"{min(r['step_ms'] for r in runs):.1f}-{max(r['step_ms'] for r in runs):.1f}",
+            f"{f['median_step_ms'][name]:.1f}",
+        ]
+        for name, runs in f["samples"].items()
+    ]
+    out.append(["Keras / fused (medians)", "-", "-", f"{f['keras_over_fused']:.2f}x"])
+    return md(["batch norm", "samples", "train step ms (range)", "median ms"], out, left=1)
+
+
+@renderer
 def time_to_accuracy_points(files: list[dict[str, Any]]) -> str:
     """Runs reported only as (seconds, test accuracy) points, as from another machine."""
     out = []
