@@ -6,7 +6,7 @@ timed in one process, interleaved, on cnnexp's conv -> pool -> BN CNN (32/64/128
 batch 128): the fused variant replaces the convolutions' batch norms (4-D inputs; the head's 2-D
 one cannot use the fused kernel).
 
-    python -m benchmarks.fused_batch_norm --repeats 8
+    python -m benchmarks.fused_batch_norm --repeats 8 [--precision mixed_bfloat16]
 """
 
 from __future__ import annotations
@@ -55,7 +55,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import numpy as np
 
     p = common.parser(__doc__.splitlines()[0], repeats=8)
+    p.add_argument(
+        "--precision", default="float32", help="Keras dtype policy, e.g. mixed_bfloat16 (cnnexp's auto on bf16 CPUs)"
+    )
     args = p.parse_args(argv)
+    import keras
+
+    keras.config.set_dtype_policy(args.precision)
     steps = 2 if args.smoke else 20
     rng = np.random.default_rng(0)
     x, y = rng.uniform(0, 255, (128, 28, 28, 1)).astype("float32"), np.arange(128) % 10
@@ -74,7 +80,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     med = {name: statistics.median(s["step_ms"] for s in runs) for name, runs in samples.items()}
     ratio = med["keras batch norm"] / med["fused batch norm"]
     print(f"median step: {med}; Keras / fused = {ratio:.3f}")
-    payload = {"samples": samples, "median_step_ms": med, "keras_over_fused": ratio, "smoke": args.smoke}
+    payload = {
+        "precision": args.precision,
+        "samples": samples,
+        "median_step_ms": med,
+        "keras_over_fused": ratio,
+        "smoke": args.smoke,
+    }
     common.write_result(args.out, "fused_batch_norm", payload)
     return payload
 
