@@ -194,10 +194,10 @@ def recipe_ablation_seeds(files: list[dict[str, Any]]) -> str:
         for r in f["rows"]:
             acc[r["variant"]][f["seed"]] = r["test_accuracy"]
     base = acc["default"]
-    mean_base = sum(base.values()) / len(base)
+    mean_base = statistics.mean(base.values())
     out = []
     for variant, by_seed in acc.items():
-        mean = sum(by_seed.values()) / len(by_seed)
+        mean = statistics.mean(by_seed.values())
         wins = sum(by_seed[s] > base[s] for s in seeds)
         gap = "-" if variant == "default" else f"{100 * (mean - mean_base):+.2f}"
         vs = "-" if variant == "default" else f"{wins} of {len(seeds)}"
@@ -209,17 +209,11 @@ def recipe_ablation_seeds(files: list[dict[str, Any]]) -> str:
 @renderer
 def fused_batch_norm(files: list[dict[str, Any]]) -> str:
     """Keras 3's batch norm against TensorFlow's fused kernel: train-step time, interleaved samples."""
-    f = files[0]
-    out = [
-        [
-            name,
-            len(runs),
-            f"{min(r['step_ms'] for r in runs):.1f}-{max(r['step_ms'] for r in runs):.1f}",
-            f"{f['median_step_ms'][name]:.1f}",
-        ]
-        for name, runs in f["samples"].items()
-    ]
-    out.append(["Keras / fused (medians)", "-", "-", f"{f['keras_over_fused']:.2f}x"])
+    steps = {name: [r["step_ms"] for r in runs] for name, runs in files[0]["samples"].items()}
+    med = {name: statistics.median(ms) for name, ms in steps.items()}
+    out = [[name, len(ms), f"{min(ms):.1f}-{max(ms):.1f}", f"{med[name]:.1f}"] for name, ms in steps.items()]
+    ratio = med["keras batch norm"] / med["fused batch norm"]
+    out.append(["Keras / fused (medians)", "-", "-", f"{ratio:.2f}x"])
     return md(["batch norm", "samples", "train step ms (range)", "median ms"], out, left=1)
 
 
