@@ -85,6 +85,9 @@ class ModelConfig:
     # convolution is standard (a separable one has no full kernel to set).
     whiten_init: bool | None = None
     dirac_init: bool = False
+    # Batch norm after a convolution trains through TensorFlow's fused kernel (cnnexp/models/norm.py):
+    # the same function as Keras' layer, a faster train step (docs/performance.md, section 1).
+    fused_batch_norm: bool = False
 
 
 @dataclass
@@ -155,6 +158,7 @@ LEGACY_VALUES = {
     "model.bn_scale": True,
     "model.tta_shift": 0,
     "model.whiten_init": False,
+    "model.fused_batch_norm": False,
     "train.ema_momentum": 0.0,
 }
 

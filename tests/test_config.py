@@ -173,6 +173,8 @@ def test_auto_precision_follows_native_bf16(tmp_path, monkeypatch, flags, expect
 def test_a_logged_config_that_predates_a_key_rebuilds_what_it_trained():
     logged = build_config().to_dict()
     del logged["model"]["block_order"], logged["model"]["tta_shift"], logged["train"]["ema_momentum"]
+    del logged["model"]["fused_batch_norm"]
     old = logged_config(logged)
     assert old.model.block_order == "conv_bn_pool" and old.model.tta_shift == 0 and old.train.ema_momentum == 0
+    assert old.model.fused_batch_norm is False
     assert logged_config(build_config().to_dict()) == build_config()  # a current config is taken as it is

@@ -8,6 +8,7 @@ from keras import layers
 
 from cnnexp.config import ModelConfig
 from cnnexp.errors import ConfigError
+from cnnexp.models.norm import FusedBatchNormalization
 from cnnexp.models.tta import AverageViews, TestTimeViews
 
 # Keras' default 0.99 needs hundreds of steps before inference statistics settle; short runs
@@ -34,8 +35,10 @@ def _conv(make: _Layers, cfg: ModelConfig, filters: int, name: str) -> layers.La
     return make(layers.Conv2D(filters, cfg.kernel_size, padding="same", use_bias=not cfg.batch_norm, name=name))
 
 
-def _batch_norm(make: _Layers, cfg: ModelConfig, name: str) -> layers.Layer:
-    return make(layers.BatchNormalization(momentum=BN_MOMENTUM, scale=cfg.bn_scale, name=name))
+def _batch_norm(make: _Layers, cfg: ModelConfig, name: str, spatial: bool = True) -> layers.Layer:
+    # The head's batch norm (2-D input) has no fused kernel, so it stays Keras' own.
+    norm = FusedBatchNormalization if cfg.fused_batch_norm and spatial else layers.BatchNormalization
+    return make(norm(momentum=BN_MOMENTUM, scale=cfg.bn_scale, name=name))
 
 
 def _conv_bn_relu(
@@ -85,7 +88,7 @@ def _network(make: _Layers, x, cfg: ModelConfig, num_classes: int):
     if cfg.head_units:
         x = make(layers.Dense(cfg.head_units, use_bias=not cfg.batch_norm, name="head"))(x)
         if cfg.batch_norm:
-            x = _batch_norm(make, cfg, "head_bn")(x)
+            x = _batch_norm(make, cfg, "head_bn", spatial=False)(x)
         x = make(layers.Activation("relu", name="head_relu"))(x)
         if cfg.head_dropout:
             x = make(layers.Dropout(cfg.head_dropout, name="head_drop"))(x)
