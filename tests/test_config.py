@@ -102,6 +102,7 @@ def _every_field_set() -> dict:
         "model.tta_shift": 2,
         "model.whiten_init": False,  # true needs a standard convolution; this case's is separable
         "model.dirac_init": False,
+        "model.fused_batch_norm": True,
         "train.optimizer": "sgd",
         "train.learning_rate": 0.01,
         "train.weight_decay": 0.001,
