@@ -87,7 +87,7 @@ class ModelConfig:
     dirac_init: bool = False
     # Batch norm after a convolution trains through TensorFlow's fused kernel (cnnexp/models/norm.py):
     # the same function as Keras' layer, a faster train step (docs/performance.md, section 1).
-    fused_batch_norm: bool = False
+    fused_batch_norm: bool = True
 
 
 @dataclass
