@@ -2,8 +2,8 @@
 
 Keras 3 normalises with separate moments, subtract, scale and shift ops, each with its own
 gradient; TensorFlow's ``FusedBatchNormV3`` does a training step's forward pass in one kernel and
-its backward pass in another. On cnnexp's conv -> pool -> BN network that made a train step
-1.06-1.23x faster on a CPU (docs/performance.md, section 1). Everything else is Keras'
+its backward pass in another, which made cnnexp's default CNN train faster on a CPU
+(docs/performance.md, section 1, "Fused batch norm"). Everything else is Keras'
 ``BatchNormalization``: the weights, the config, inference (the moving statistics) and the moving
 statistics' update, so a saved model holds the same numbers and loads as
 ``cnnexp>FusedBatchNormalization``.

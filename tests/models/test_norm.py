@@ -9,6 +9,20 @@ from cnnexp.models.cnn import build_model
 from cnnexp.models.norm import FusedBatchNormalization
 
 
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """Counts calls of the fused kernel, so a test knows which path ran, not only that results match."""
+    calls = []
+    kernel = tf.compat.v1.nn.fused_batch_norm
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(tf.compat.v1.nn, "fused_batch_norm", counted)
+    return calls
+
+
 def _pair(shape, **kwargs):
     keras_bn, fused = layers.BatchNormalization(momentum=0.9, **kwargs), FusedBatchNormalization(momentum=0.9, **kwargs)
     keras_bn.build(shape)
@@ -26,11 +40,12 @@ def _step(layer, x):
     return y, tape.gradient(loss, [x, *layer.trainable_weights])
 
 
-@pytest.mark.parametrize("scale", [True, False])
-def test_fused_training_step_matches_keras(scale):
+@pytest.mark.parametrize("scale, center", [(True, True), (False, True), (True, False)])
+def test_fused_training_step_matches_keras(scale, center, kernel_calls):
     x = tf.constant(np.random.default_rng(0).normal(2.0, 3.0, (16, 7, 7, 5)), "float32")
-    keras_bn, fused = _pair(x.shape, scale=scale)
+    keras_bn, fused = _pair(x.shape, scale=scale, center=center)
     (y_keras, g_keras), (y_fused, g_fused) = _step(keras_bn, x), _step(fused, x)
+    assert kernel_calls == [1]
     np.testing.assert_allclose(y_fused, y_keras, atol=1e-5)
     for a, b in zip(g_fused, g_keras, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
@@ -40,17 +55,24 @@ def test_fused_training_step_matches_keras(scale):
     assert not np.allclose(fused.moving_mean, 0.0)  # the update ran
 
 
-def test_fused_keeps_bfloat16_and_falls_back_off_its_kernel():
+def test_fused_keeps_bfloat16_and_falls_back_off_its_kernel(kernel_calls):
     x = tf.constant(np.random.default_rng(1).normal(size=(8, 4, 4, 3)), "bfloat16")
     keras_bn, fused = _pair(x.shape, dtype="mixed_bfloat16")
     y = fused(x, training=True)
-    assert y.dtype == tf.bfloat16
+    assert y.dtype == tf.bfloat16 and kernel_calls == [1]
     np.testing.assert_allclose(tf.cast(y, "float32"), tf.cast(keras_bn(x, training=True), "float32"), atol=0.05)
-    # Inference and 2-D inputs are Keras' own code path: identical results.
+    # Inference, 2-D inputs and a frozen layer are Keras' own code path: identical results, no kernel.
+    fused.set_weights(keras_bn.get_weights())
     np.testing.assert_array_equal(fused(x, training=False), keras_bn(x, training=False))
     flat = tf.constant(np.random.default_rng(2).normal(size=(8, 3)), "float32")
     keras_2d, fused_2d = _pair(flat.shape)
     np.testing.assert_array_equal(fused_2d(flat, training=True), keras_2d(flat, training=True))
+    fused.trainable = False
+    before = fused.get_weights()
+    np.testing.assert_array_equal(fused(x, training=True), keras_bn(x, training=False))
+    for a, b in zip(fused.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(a, b)  # frozen: moving statistics untouched
+    assert kernel_calls == [1]
 
 
 def test_built_model_uses_it_after_convolutions_and_saves(tmp_path):
