@@ -35,9 +35,8 @@ def _conv(make: _Layers, cfg: ModelConfig, filters: int, name: str) -> layers.La
     return make(layers.Conv2D(filters, cfg.kernel_size, padding="same", use_bias=not cfg.batch_norm, name=name))
 
 
-def _batch_norm(make: _Layers, cfg: ModelConfig, name: str, spatial: bool = True) -> layers.Layer:
-    # The head's batch norm (2-D input) has no fused kernel, so it stays Keras' own.
-    norm = FusedBatchNormalization if cfg.fused_batch_norm and spatial else layers.BatchNormalization
+def _batch_norm(make: _Layers, cfg: ModelConfig, name: str) -> layers.Layer:
+    norm = FusedBatchNormalization if cfg.fused_batch_norm else layers.BatchNormalization
     return make(norm(momentum=BN_MOMENTUM, scale=cfg.bn_scale, name=name))
 
 
@@ -88,7 +87,7 @@ def _network(make: _Layers, x, cfg: ModelConfig, num_classes: int):
     if cfg.head_units:
         x = make(layers.Dense(cfg.head_units, use_bias=not cfg.batch_norm, name="head"))(x)
         if cfg.batch_norm:
-            x = _batch_norm(make, cfg, "head_bn", spatial=False)(x)
+            x = _batch_norm(make, cfg, "head_bn")(x)
         x = make(layers.Activation("relu", name="head_relu"))(x)
         if cfg.head_dropout:
             x = make(layers.Dropout(cfg.head_dropout, name="head_drop"))(x)
