@@ -3,8 +3,9 @@
 Keras 3 normalises with ``tf.nn.moments`` + ``tf.nn.batch_normalization`` (several element-wise
 ops, each with its gradient); TensorFlow's ``FusedBatchNormV3`` does it in one kernel. Both are
 timed in one process, interleaved, on cnnexp's conv -> pool -> BN CNN (32/64/128 filters, 28x28x1,
-batch 128): the fused variant replaces the convolutions' batch norms (4-D inputs; the head's 2-D
-one cannot use the fused kernel).
+batch 128): the fused variant is cnnexp's own ``FusedBatchNormalization`` (``cnnexp/models/norm.py``)
+in place of the convolutions' batch norms (JSONs before it shipped timed a copy of it here without
+its variance conversion). The head's 2-D batch norm has no fused kernel and stays Keras' in both.
 
     python -m benchmarks.fused_batch_norm --repeats 8 [--precision mixed_bfloat16]
 """
@@ -21,21 +22,9 @@ from benchmarks import common
 
 def _models() -> dict[str, Any]:
     import keras
-    import tensorflow as tf
     from keras import layers
 
-    # The probe that led to cnnexp/models/norm.py, kept as it was measured: it skips the shipped
-    # layer's variance conversion and fallbacks, which do not change a step's time.
-    class FusedBatchNorm(layers.BatchNormalization):
-        def call(self, x, training=None, mask=None):
-            if not training:
-                return super().call(x, training=False)
-            scale = self.gamma if self.scale else tf.ones(x.shape[-1])
-            y, mean, var = tf.compat.v1.nn.fused_batch_norm(x, scale, self.beta, epsilon=self.epsilon, is_training=True)
-            m = self.momentum
-            self.moving_mean.assign(self.moving_mean * m + mean * (1 - m))
-            self.moving_variance.assign(self.moving_variance * m + var * (1 - m))
-            return y
+    from cnnexp.models.norm import FusedBatchNormalization
 
     def model(norm) -> keras.Model:
         inputs = keras.Input((28, 28, 1))
@@ -50,7 +39,7 @@ def _models() -> dict[str, Any]:
         m.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
         return m
 
-    return {"keras batch norm": model(layers.BatchNormalization), "fused batch norm": model(FusedBatchNorm)}
+    return {"keras batch norm": model(layers.BatchNormalization), "fused batch norm": model(FusedBatchNormalization)}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
