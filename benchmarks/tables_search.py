@@ -133,6 +133,25 @@ def rank_correlation_unpruned(files: list[dict[str, Any]]) -> str:
 
 
 @renderer
+def rank_correlation(files: list[dict[str, Any]]) -> str:
+    """benchmarks.rank_correlation: per schedule and rung, rho against the final score and the rung's cost,
+    as a share of what the full-length runs cost (so schedules of different speeds compare per second)."""
+    data = files[0]
+    out = []
+    for schedule, runs in data["runs"].items():
+        full_s = sum(sum(r["final"]["epoch_s"]) for r in runs)
+        finals = [max(r["final"]["val_accuracy"]) for r in runs]
+        for row in (r for r in data["correlations"] if r["schedule"] == schedule):
+            rho = "n/a" if row["spearman"] is None else f"{row['spearman']:.2f}"
+            rung = f"{row['rung_epoch']}" + (" (a rung)" if row["sha_rung"] else "")
+            share = f"{100 * row['cost_s'] / full_s:.0f}%"
+            best = f"{max(finals):.4f} / {statistics.median(finals):.4f}"
+            out.append([schedule, rung, len(runs), bold(rho, row["sha_rung"]), n(row["cost_s"]), share, best])
+    headers = ["schedule", "rung (epochs)", "configurations", "rho vs final", "rung cost s", "of the full runs' cost"]
+    return md([*headers, "final val. acc.: best / median"], out)
+
+
+@renderer
 def parallel_workers(files: list[dict[str, Any]]) -> str:
     """Per sampler: median [min-max] over rounds of near-duplicate pairs, all and among concurrent trials."""
 

@@ -174,6 +174,20 @@ def test_rank_correlation_reads_in_trial_rungs_from_the_history_and_budgeted_run
     assert correlate([{"final": curve(0.5, 0.5)}] * 3, "wsd", [1])[0]["spearman"] is None  # constant: undefined
 
 
+def test_the_rank_correlation_table_gives_each_rungs_cost_as_a_share_of_the_full_runs():
+    from benchmarks.rank_correlation import correlate
+    from benchmarks.tables_search import rank_correlation as table
+
+    runs = [{"final": {"val_accuracy": [0.5, 0.6, 0.7, 0.8], "epoch_s": [2.0, 1.0, 1.0, 1.0]}} for _ in range(3)]
+    for run, first, last in zip(runs, (0.5, 0.7, 0.6), (0.8, 0.9, 0.85), strict=True):
+        run["final"]["val_accuracy"][0], run["final"]["val_accuracy"][-1] = first, last  # epoch 1 ranks right
+    rows = [{**r, "sha_rung": r["rung_epoch"] == 1} for r in correlate(runs, "wsd", [1, 3])]
+    lines = table([{"runs": {"wsd": runs}, "correlations": rows}]).splitlines()
+    # Epoch 1 costs 2 s of each run's 5 s: 40%; epoch 3 (all alike: rho undefined), 4 of 5: 80%.
+    assert lines[2].split(" | ")[1:6] == ["1 (a rung)", "3", "**1.00**", "6", "40%"]
+    assert lines[3].split(" | ")[1:6] == ["3", "3", "n/a", "12", "80%"] and "0.9000 / 0.8500" in lines[3]
+
+
 def test_rank_correlations_read_the_unpruned_trials_curves():
     def trial(curve, value=None):
         return {"curve": curve, "value": max(curve) if value is None else value}
