@@ -80,14 +80,17 @@ NOTABLE_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_ti
 
 
 def machine() -> dict[str, Any]:
-    """What the numbers were measured on and with: CPU model and flags, cores, load, library versions,
-    oneDNN switch, and the git commit of the code (dirty: uncommitted changes on top of it)."""
+    """What the numbers were measured on and with: CPU model and flags, cores (and those this process
+    may use), load, library versions, oneDNN switch, and the git commit of the code (dirty:
+    uncommitted changes on top of it)."""
     from cnnexp.hardware import cpu_flags
 
     info: dict[str, Any] = {
         "cpu": _cpu_model(),
         "cpu_flags": sorted(set(NOTABLE_FLAGS) & cpu_flags()),
         "cores": os.cpu_count(),
+        # Fewer when pinned (taskset): a run given one core of two says so.
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "load_avg_1m": os.getloadavg()[0],
         "python": platform.python_version(),
         "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)"),
