@@ -143,11 +143,14 @@ def rank_correlation(files: list[dict[str, Any]]) -> str:
         finals = [max(r["final"]["val_accuracy"]) for r in runs]
         for row in (r for r in data["correlations"] if r["schedule"] == schedule):
             rho = "n/a" if row["spearman"] is None else f"{row['spearman']:.2f}"
-            rung = f"{row['rung_epoch']}" + (" (a rung)" if row["sha_rung"] else "")
+            if "rung_subset" in row:  # the other fidelity: every epoch, on fewer training images
+                rung = f"all epochs on {n(row['rung_subset'])} images"
+            else:
+                rung = f"epoch {row['rung_epoch']}" + (" (a rung)" if row["sha_rung"] else "")
             share = f"{100 * row['cost_s'] / full_s:.0f}%"
             best = f"{max(finals):.4f} / {statistics.median(finals):.4f}"
             out.append([schedule, rung, len(runs), bold(rho, row["sha_rung"]), n(row["cost_s"]), share, best])
-    headers = ["schedule", "rung (epochs)", "configurations", "rho vs final", "rung cost s", "of the full runs' cost"]
+    headers = ["schedule", "rung", "configurations", "rho vs final", "rung cost s", "of the full runs' cost"]
     return md([*headers, "final val. acc.: best / median"], out)
 
 

@@ -142,7 +142,7 @@ def test_rank_correlation_smoke(tmp_path):
     from benchmarks import rank_correlation
 
     out = tmp_path / "results"
-    assert rank_correlation.main(["--smoke", "--schedules", "wsd", "--out", str(out)]) == 0
+    assert rank_correlation.main(["--smoke", "--schedules", "wsd", "--subset-rungs", "100", "--out", str(out)]) == 0
     result = json.loads((out / "rank_correlation.json").read_text())
     assert {"machine", "settings", "correlations", "runs"} <= result.keys() and "commit" in result["machine"]
     assert "cpu_flags" in result["machine"] and result["settings"]["sha_rungs"] == {"wsd": [1]}
@@ -150,7 +150,9 @@ def test_rank_correlation_smoke(tmp_path):
     assert len(runs) == 3 and len({str(r["params"]) for r in runs}) == 3  # three drawn configurations
     for run in runs:
         assert len(run["final"]["val_accuracy"]) == len(run["final"]["epoch_s"]) == 2 and "rungs" not in run
-    (row,) = result["correlations"]
+        assert len(run["subsets"]["100"]["val_accuracy"]) == 2  # the subset rung trains every epoch
+    subset_row, row = result["correlations"]
+    assert subset_row["rung_subset"] == 100 and subset_row["cost_s"] > 0 and not subset_row["sha_rung"]
     # 2 epochs: successive halving's one cut is after epoch 1 (never after the last).
     assert (row["schedule"], row["rung_epoch"], row["sha_rung"]) == ("wsd", 1, True) and row["cost_s"] > 0
     assert row["spearman"] is None or -1 <= row["spearman"] <= 1
@@ -181,11 +183,15 @@ def test_the_rank_correlation_table_gives_each_rungs_cost_as_a_share_of_the_full
     runs = [{"final": {"val_accuracy": [0.5, 0.6, 0.7, 0.8], "epoch_s": [2.0, 1.0, 1.0, 1.0]}} for _ in range(3)]
     for run, first, last in zip(runs, (0.5, 0.7, 0.6), (0.8, 0.9, 0.85), strict=True):
         run["final"]["val_accuracy"][0], run["final"]["val_accuracy"][-1] = first, last  # epoch 1 ranks right
-    rows = [{**r, "sha_rung": r["rung_epoch"] == 1} for r in correlate(runs, "wsd", [1, 3])]
+    for run, score in zip(runs, (0.6, 0.5, 0.7), strict=True):  # the subset rung ranks 0 above 1
+        run["subsets"] = {"500": {"val_accuracy": [0.4, score], "epoch_s": [0.5, 0.5]}}
+    rows = [{**r, "sha_rung": r.get("rung_epoch") == 1} for r in correlate(runs, "wsd", [1, 3])]
     lines = table([{"runs": {"wsd": runs}, "correlations": rows}]).splitlines()
+    # The subset rung costs 1 s of each run's 5 s (20%), and its order is not the finals' (rho -0.5).
+    assert lines[2].split(" | ")[1:6] == ["all epochs on 500 images", "3", "-0.50", "3", "20%"]
     # Epoch 1 costs 2 s of each run's 5 s: 40%; epoch 3 (all alike: rho undefined), 4 of 5: 80%.
-    assert lines[2].split(" | ")[1:6] == ["1 (a rung)", "3", "**1.00**", "6", "40%"]
-    assert lines[3].split(" | ")[1:6] == ["3", "3", "n/a", "12", "80%"] and "0.9000 / 0.8500" in lines[3]
+    assert lines[3].split(" | ")[1:6] == ["epoch 1 (a rung)", "3", "**1.00**", "6", "40%"]
+    assert lines[4].split(" | ")[1:6] == ["epoch 3", "3", "n/a", "12", "80%"] and "0.9000 / 0.8500" in lines[4]
 
 
 def test_rank_correlations_read_the_unpruned_trials_curves():
