@@ -95,18 +95,21 @@ def spearman(xs: list[float], ys: list[float]) -> float | None:
 def correlate(runs: list[dict[str, Any]], schedule: str, rungs: list[int]) -> list[dict[str, Any]]:
     """Per rung: rho between the rung scores and the final scores, and the rung's cost in seconds."""
     finals = [max(r["final"]["val_accuracy"]) for r in runs]
+
+    def own_runs(curves: list[dict[str, Any]]) -> tuple[list[float], float]:
+        """A rung that is a run of its own (budgeted or on a subset): its best score, and all it cost."""
+        return [max(c["val_accuracy"]) for c in curves], sum(sum(c["epoch_s"]) for c in curves)
+
     rows = []
     for subset in sorted({int(k) for r in runs for k in r.get("subsets", {})}):
-        scores = [max(r["subsets"][str(subset)]["val_accuracy"]) for r in runs]
-        cost = sum(sum(r["subsets"][str(subset)]["epoch_s"]) for r in runs)
+        scores, cost = own_runs([r["subsets"][str(subset)] for r in runs])
         rows.append({"schedule": schedule, "rung_subset": subset, "spearman": spearman(scores, finals), "cost_s": cost})
     for rung in rungs:
         if schedule in IN_TRIAL:
             scores = [r["final"]["val_accuracy"][rung - 1] for r in runs]
             cost = sum(sum(r["final"]["epoch_s"][:rung]) for r in runs)
         else:
-            scores = [max(r["rungs"][str(rung)]["val_accuracy"]) for r in runs]
-            cost = sum(sum(r["rungs"][str(rung)]["epoch_s"]) for r in runs)
+            scores, cost = own_runs([r["rungs"][str(rung)] for r in runs])
         rows.append({"schedule": schedule, "rung_epoch": rung, "spearman": spearman(scores, finals), "cost_s": cost})
     return rows
 

@@ -100,6 +100,10 @@ def search_efficiency_ratios(files: list[dict[str, Any]]) -> str:
     return md([*headers, "whole study: images ratio", "whole study: wall ratio"], out)
 
 
+def _rho(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
 @renderer
 def rank_correlation_unpruned(files: list[dict[str, Any]]) -> str:
     """Spearman's rho of each epoch's score against the final one, over the unpruned studies' trials."""
@@ -115,9 +119,6 @@ def rank_correlation_unpruned(files: list[dict[str, Any]]) -> str:
         if t["state"] == "PRUNED"
     }
 
-    def rho(v: float | None) -> str:
-        return "n/a" if v is None else f"{v:.2f}"
-
     out = []
     for r in rows:
         epoch = f"{r['rung_epoch']}" + (" (a rung)" if r["rung_epoch"] in sha else "")
@@ -125,8 +126,8 @@ def rank_correlation_unpruned(files: list[dict[str, Any]]) -> str:
             [
                 epoch,
                 r["configurations"],
-                bold(rho(r["pooled"]), r["rung_epoch"] in sha),
-                *map(rho, (r[k] for k in rounds)),
+                bold(_rho(r["pooled"]), r["rung_epoch"] in sha),
+                *map(_rho, (r[k] for k in rounds)),
             ]
         )
     return md(["epoch", "configurations", "rho, pooled", *(f"rho, {k}" for k in rounds)], out)
@@ -141,15 +142,14 @@ def rank_correlation(files: list[dict[str, Any]]) -> str:
     for schedule, runs in data["runs"].items():
         full_s = sum(sum(r["final"]["epoch_s"]) for r in runs)
         finals = [max(r["final"]["val_accuracy"]) for r in runs]
+        best = f"{max(finals):.4f} / {statistics.median(finals):.4f}"
         for row in (r for r in data["correlations"] if r["schedule"] == schedule):
-            rho = "n/a" if row["spearman"] is None else f"{row['spearman']:.2f}"
             if "rung_subset" in row:  # the other fidelity: every epoch, on fewer training images
                 rung = f"all epochs on {n(row['rung_subset'])} images"
             else:
                 rung = f"epoch {row['rung_epoch']}" + (" (a rung)" if row["sha_rung"] else "")
-            share = f"{100 * row['cost_s'] / full_s:.0f}%"
-            best = f"{max(finals):.4f} / {statistics.median(finals):.4f}"
-            out.append([schedule, rung, len(runs), bold(rho, row["sha_rung"]), n(row["cost_s"]), share, best])
+            rho, share = bold(_rho(row["spearman"]), row["sha_rung"]), f"{100 * row['cost_s'] / full_s:.0f}%"
+            out.append([schedule, rung, len(runs), rho, n(row["cost_s"]), share, best])
     headers = ["schedule", "rung", "configurations", "rho vs final", "rung cost s", "of the full runs' cost"]
     return md([*headers, "final val. acc.: best / median"], out)
 
