@@ -22,7 +22,7 @@ from cnnexp.tracking import tags
 
 T = TypeVar("T")
 MAX_REASON = 4000  # MLflow's limit on a tag value is 5000 characters
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def git_commit() -> str:
@@ -136,7 +136,7 @@ def interrupts_deferred() -> Iterator[None]:
         yield
         return
     caught: list[int] = []
-    saved = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in _SIGNALS}
+    saved = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in INTERRUPT_SIGNALS}
     try:
         yield
     finally:

@@ -39,6 +39,7 @@ from cnnexp.tracking.record import CONFIG_ARTIFACT
 from cnnexp.tracking.runs import git_commit, tracked_run, use_experiment
 from cnnexp.training.budget import BudgetPlan, TimeBudget, plan_budget
 from cnnexp.training.inputs import log_split_inputs
+from cnnexp.training.interrupts import interrupts_between_batches
 from cnnexp.training.schedules import learning_rate, make_optimizer
 
 log = logging.getLogger(__name__)
@@ -200,14 +201,14 @@ def fit(cfg: ExperimentConfig, split: Split, extra_callbacks: Sequence[keras.cal
         t = dataclasses.replace(t, epochs=plan.max_epochs)
     train_ds = make_dataset(split.x_train, split.y_train, t.batch_size, training=True, augmenter=augmenter, seed=t.seed)
     val_ds = make_dataset(split.x_val, split.y_val, max(t.batch_size, 256))
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), interrupts_between_batches() as stopper:
         # Keras warns that fit's default shuffle=True is ignored for a tf.data input; ours is shuffled.
         warnings.filterwarnings("ignore", message=".*shuffle=True.*")
         history = trained.fit(
             train_ds,
             validation_data=val_ds,
             epochs=t.epochs,
-            callbacks=make_callbacks(t, steps, plan, started) + list(extra_callbacks),
+            callbacks=[*make_callbacks(t, steps, plan, started), *extra_callbacks, stopper],
             verbose=1 if sys.stdout.isatty() else 2,  # a bar in a terminal, one line per epoch in logs
         )
     history = {k: [float(v) for v in vals] for k, vals in history.history.items()}
