@@ -54,5 +54,6 @@ def interrupts_between_batches() -> Iterator[StopOnInterrupt]:
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
-    for sig in dict.fromkeys(stopper.caught):  # once each, in the order they came
-        signal.raise_signal(sig)
+        # Also when fit raised (a trial pruned at the epoch's end): the user's interrupt is never lost.
+        for sig in dict.fromkeys(stopper.caught):  # once each, in the order they came
+            signal.raise_signal(sig)

@@ -60,3 +60,14 @@ def test_an_ignored_signal_stays_ignored_and_fit_runs_to_its_end():
         assert sender.batches == 3 * 16 and stopper.caught == []
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+class _RaiseAtEpochEnd(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        raise RuntimeError("pruned")  # what Optuna's pruning callback does at a rung
+
+
+def test_an_interrupt_caught_before_fit_raised_is_not_lost():
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_between_batches() as stopper:
+            _fit([_CtrlCAtBatch(at=2), stopper, _RaiseAtEpochEnd()])
